@@ -1,0 +1,110 @@
+#include "client/cli.h"
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+
+namespace imagegen::client {
+namespace {
+
+absl::Status BadSize(absl::string_view text) {
+  return absl::InvalidArgumentError(absl::StrCat(
+      "--size \"", text, "\" is not WIDTHxHEIGHT (for example 512x512) or a single side"));
+}
+
+}  // namespace
+
+absl::StatusOr<ImageSize> ParseImageSize(absl::string_view text) {
+  if (text.empty()) return ImageSize{};
+  std::vector<absl::string_view> parts = absl::StrSplit(text, absl::ByAnyChar("xX"));
+  if (parts.size() > 2) return BadSize(text);
+  ImageSize size;
+  if (!absl::SimpleAtoi(parts[0], &size.width)) return BadSize(text);
+  size.height = size.width;
+  if (parts.size() == 2 && !absl::SimpleAtoi(parts[1], &size.height)) return BadSize(text);
+  // Zero would silently mean "the model's default" to the server; say so instead.
+  if (size.width == 0 || size.height == 0) return BadSize(text);
+  return size;
+}
+
+std::string FileExtension(imagegen::v1::ImageFormat format) {
+  switch (format) {
+    case imagegen::v1::IMAGE_FORMAT_JPEG:
+      return ".jpg";
+    case imagegen::v1::IMAGE_FORMAT_WEBP:
+      return ".webp";
+    default:
+      return ".png";
+  }
+}
+
+OutputNamer::OutputNamer(std::string out, bool out_is_directory)
+    : out_(std::move(out)), out_is_directory_(out_is_directory) {}
+
+std::string OutputNamer::PathFor(uint64_t seed, int num_images,
+                                 imagegen::v1::ImageFormat format) const {
+  namespace fs = std::filesystem;
+  if (out_is_directory_) {
+    return (fs::path(out_) / absl::StrCat(seed, FileExtension(format))).string();
+  }
+  if (num_images <= 1) return out_;
+  const fs::path path(out_);
+  const std::string extension =
+      path.has_extension() ? path.extension().string() : FileExtension(format);
+  return (path.parent_path() / absl::StrCat(path.stem().string(), "-", seed, extension)).string();
+}
+
+std::string PreviewPath(absl::string_view dir, uint32_t step, uint32_t index,
+                        imagegen::v1::ImageFormat format) {
+  const std::string name =
+      absl::StrFormat("step-%04d-image-%d%s", step, index, FileExtension(format));
+  return (std::filesystem::path(std::string(dir)) / name).string();
+}
+
+std::string FormatSeconds(double seconds) {
+  if (!std::isfinite(seconds) || seconds < 0) return "?";
+  if (seconds < 10) return absl::StrFormat("%.3f s", seconds);
+  if (seconds < 100) return absl::StrFormat("%.1f s", seconds);
+  const int64_t whole = static_cast<int64_t>(std::llround(seconds));
+  if (whole < 3600) return absl::StrFormat("%d:%02d", whole / 60, whole % 60);
+  return absl::StrFormat("%d:%02d:%02d", whole / 3600, whole / 60 % 60, whole % 60);
+}
+
+std::string FormatModelsTable(const imagegen::v1::ListModelsResponse& response) {
+  std::vector<std::vector<std::string>> rows = {
+      {"", "NAME", "SIZE", "SAMPLER", "STEPS", "GUIDANCE", "SAMPLERS", "DESCRIPTION"}};
+  for (const imagegen::v1::ModelInfo& model : response.models()) {
+    rows.push_back({model.is_default() ? "*" : "", model.name(),
+                    absl::StrCat(model.default_width(), "x", model.default_height()),
+                    model.default_sampler(), absl::StrCat(model.default_steps()),
+                    absl::StrFormat("%g", model.default_guidance_scale()),
+                    absl::StrJoin(model.samplers(), ","), model.description()});
+  }
+  std::vector<size_t> widths(rows[0].size(), 0);
+  for (const auto& row : rows) {
+    for (size_t i = 0; i < row.size(); ++i) widths[i] = std::max(widths[i], row[i].size());
+  }
+  std::string table;
+  for (const auto& row : rows) {
+    std::string line;
+    for (size_t i = 0; i < row.size(); ++i) {
+      // The last column is not padded: descriptions are long and trailing blanks help no one.
+      const bool last = i + 1 == row.size();
+      absl::StrAppend(&line, last ? row[i] : absl::StrFormat("%-*s  ", widths[i], row[i]));
+    }
+    while (!line.empty() && line.back() == ' ') line.pop_back();
+    absl::StrAppend(&table, line, "\n");
+  }
+  if (response.models().empty()) absl::StrAppend(&table, "(no models loaded)\n");
+  return table;
+}
+
+int ExitCode(const absl::Status& status) { return static_cast<int>(status.code()); }
+
+}  // namespace imagegen::client

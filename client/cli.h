@@ -1,0 +1,67 @@
+// Small pure helpers of the command-line client: parsing flag values, naming output files,
+// formatting tables and durations. No gRPC calls and no I/O here, so that each can be tested
+// on its own. All functions are thread-compatible (no shared state).
+#ifndef IMAGEGEN_CLIENT_CLI_H_
+#define IMAGEGEN_CLIENT_CLI_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "imagegen/v1/imagegen.pb.h"
+
+namespace imagegen::client {
+
+struct ImageSize {
+  uint32_t width = 0;  // 0: the model's default
+  uint32_t height = 0;
+};
+
+// Parses "WxH" (for example "512x768") or "N" (a square). "" parses as {0, 0}, the model's
+// default size. INVALID_ARGUMENT on anything else, naming the value.
+absl::StatusOr<ImageSize> ParseImageSize(absl::string_view text);
+
+// The file extension of an encoding, with its dot: ".png", ".jpg", ".webp".
+std::string FileExtension(imagegen::v1::ImageFormat format);
+
+// Where the final images go, decided before the call so that a bad --out fails before the
+// server spends any compute on it.
+class OutputNamer {
+ public:
+  // `out` is the --out flag. It names a directory when it ends with '/' or is an existing
+  // directory (`out_is_directory`); the caller checks the file system, this class does not.
+  OutputNamer(std::string out, bool out_is_directory);
+
+  // The path of image `seed` of a result that holds `num_images` images:
+  //   directory:       DIR/<seed><ext>
+  //   one image:       out itself
+  //   several images:  "image.png" -> "image-<seed>.png" (".png" added when out has no extension)
+  std::string PathFor(uint64_t seed, int num_images, imagegen::v1::ImageFormat format) const;
+
+  bool is_directory() const { return out_is_directory_; }
+
+ private:
+  std::string out_;
+  bool out_is_directory_;
+};
+
+// DIR/step-0001-image-0.png: sorts by step in a file listing, then by image.
+std::string PreviewPath(absl::string_view dir, uint32_t step, uint32_t index,
+                        imagegen::v1::ImageFormat format);
+
+// "0.123 s", "12.3 s", "2:05": short enough for a progress line.
+std::string FormatSeconds(double seconds);
+
+// A plain-text table of ListModels: one row per model, the default model marked with '*'.
+std::string FormatModelsTable(const imagegen::v1::ListModelsResponse& response);
+
+// The client's exit status for `status`: the gRPC code number (gRPC and Abseil share the
+// numbering), so that scripts can tell UNAVAILABLE (14) from INVALID_ARGUMENT (3).
+int ExitCode(const absl::Status& status);
+
+}  // namespace imagegen::client
+
+#endif  // IMAGEGEN_CLIENT_CLI_H_

@@ -1,0 +1,42 @@
+// What the engine reports about its work, for metrics and logs (server/metrics.h exports it).
+#ifndef IMAGEGEN_CORE_ENGINE_ENGINE_OBSERVER_H_
+#define IMAGEGEN_CORE_ENGINE_ENGINE_OBSERVER_H_
+
+#include <string>
+
+#include "absl/time/time.h"
+
+namespace imagegen {
+
+// How a job ended. kRejected: refused at admission because the queue was full.
+// kUnavailable: ended by a server shutdown. kFailed: the model or an encoder failed.
+enum class JobOutcome { kOk, kCancelled, kDeadlineExceeded, kRejected, kUnavailable, kFailed };
+
+const char* JobOutcomeName(JobOutcome outcome);  // "ok", "cancelled", ...
+
+// Implementations must be thread-safe and must not block: methods are called from the worker
+// thread and from Engine::Submit/Cancel callers. All methods default to doing nothing.
+class EngineObserver {
+ public:
+  virtual ~EngineObserver() = default;
+  // The number of queued (not yet running) jobs changed.
+  virtual void OnQueueDepth(int depth) {}
+  // The number of running jobs changed.
+  virtual void OnActiveJobs(int active) {}
+  virtual void OnJobRejected(const std::string& model) {}
+  // A job left the queue and starts running after `queue_time`.
+  virtual void OnJobStarted(const std::string& model, absl::Duration queue_time) {}
+  // One batched UNet call of `rows` rows (guidance counts two rows per image) advanced
+  // `job_steps` job-steps in `duration`.
+  virtual void OnModelCall(const std::string& model, int rows, int job_steps,
+                           absl::Duration duration) {}
+  // A job produced its first preview, `since_accepted` after it was accepted.
+  virtual void OnFirstPreview(const std::string& model, absl::Duration since_accepted) {}
+  // A job that was accepted ended.
+  virtual void OnJobFinished(const std::string& model, JobOutcome outcome, absl::Duration total,
+                             int images) {}
+};
+
+}  // namespace imagegen
+
+#endif  // IMAGEGEN_CORE_ENGINE_ENGINE_OBSERVER_H_

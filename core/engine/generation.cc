@@ -1,0 +1,125 @@
+#include "core/engine/generation.h"
+
+#include <torch/script.h>
+
+#include "absl/strings/str_cat.h"
+#include "core/image/png_codec.h"
+
+namespace imagegen {
+
+PerImageNoise::PerImageNoise(uint64_t seed, int num_images, at::Device device) : device_(device) {
+  generators_.reserve(num_images);
+  for (int i = 0; i < num_images; ++i) {
+    generators_.push_back(at::make_generator<at::CPUGeneratorImpl>(seed + static_cast<uint64_t>(i)));
+  }
+}
+
+at::Tensor PerImageNoise::Draw(at::IntArrayRef shape) {
+  std::vector<int64_t> row_shape(shape.begin(), shape.end());
+  row_shape[0] = 1;
+  std::vector<at::Tensor> rows;
+  rows.reserve(generators_.size());
+  for (auto& g : generators_) rows.push_back(at::randn(row_shape, g, at::kFloat));
+  return at::cat(rows, 0).to(device_);
+}
+
+Generation::Generation(ModelBundle* model, const JobRequest& request)
+    : model_(model),
+      noise_(request.seed, request.num_images, model->device()),
+      guidance_scale_(request.guidance_scale),
+      num_images_(request.num_images),
+      seed_(request.seed),
+      width_(request.width),
+      height_(request.height) {}
+
+absl::StatusOr<std::unique_ptr<Generation>> Generation::Start(ModelBundle* model,
+                                                              const JobRequest& request) {
+  std::unique_ptr<Generation> g(new Generation(model, request));
+  auto sampler = CreateSampler(request.sampler, &model->schedule(), request.steps);
+  if (!sampler.ok()) return sampler.status();
+  g->sampler_ = *std::move(sampler);
+
+  const ModelConfig& c = model->config();
+  const at::TensorOptions opts = at::TensorOptions().device(model->device());
+  // Conditional and unconditional halves in one text encoder call.
+  std::vector<int64_t> ids = model->tokenizer().Encode(request.prompt);
+  if (g->guided()) {
+    std::vector<int64_t> uncond = model->tokenizer().Encode(request.negative_prompt);
+    ids.insert(ids.end(), uncond.begin(), uncond.end());
+  }
+  const int64_t prompts = g->guided() ? 2 : 1;
+  at::Tensor id_tensor = at::tensor(ids, opts.dtype(at::kLong)).view({prompts, c.max_length});
+  at::Tensor context = model->text_encoder().forward({id_tensor}).toTensor();  // [prompts, L, D]
+  // Rows: N conditional, then N unconditional, matching the latent rows of DenoiseStep.
+  g->context_ = context.repeat_interleave(request.num_images, 0);
+
+  const int64_t h = request.height / c.downsampling_factor;
+  const int64_t w = request.width / c.downsampling_factor;
+  g->latents_ = g->noise_.Draw({request.num_images, c.latent_channels, h, w}) *
+                g->sampler_->init_noise_sigma();
+  return g;
+}
+
+int Generation::DenoiseStep(const std::vector<Generation*>& batch) {
+  std::vector<at::Tensor> inputs, timesteps, contexts;
+  for (Generation* g : batch) {
+    at::Tensor x_in = g->sampler_->ScaleModelInput(g->latents_);
+    const double t = static_cast<double>(g->sampler_->current_timestep());
+    inputs.push_back(x_in);
+    if (g->guided()) inputs.push_back(x_in);
+    timesteps.push_back(at::full({g->rows()}, t, x_in.options()));
+    contexts.push_back(g->context_);
+  }
+  at::Tensor out = batch.front()->model_->unet()
+                       .forward({at::cat(inputs, 0), at::cat(timesteps, 0), at::cat(contexts, 0)})
+                       .toTensor();
+  int64_t row = 0;
+  for (Generation* g : batch) {
+    at::Tensor model_output = out.narrow(0, row, g->num_images_);
+    if (g->guided()) {
+      at::Tensor uncond = out.narrow(0, row + g->num_images_, g->num_images_);
+      model_output = ApplyGuidance(model_output, uncond, g->guidance_scale_);
+    }
+    row += g->rows();
+    g->latents_ = g->sampler_->Step(model_output, g->latents_, g->noise_);
+  }
+  return static_cast<int>(row);
+}
+
+absl::StatusOr<std::vector<EncodedImage>> Generation::EncodeAll(const at::Tensor& images) const {
+  // images: [N, c, H, W] in [-1, 1] -> 8-bit, channels last.
+  at::Tensor bytes = ((images.clamp(-1, 1) + 1) * 127.5).round().to(at::kByte).permute({0, 2, 3, 1})
+                         .contiguous().cpu();
+  std::vector<EncodedImage> out;
+  for (int i = 0; i < num_images_; ++i) {
+    RasterImage raster;
+    raster.height = static_cast<int>(bytes.size(1));
+    raster.width = static_cast<int>(bytes.size(2));
+    raster.channels = static_cast<int>(bytes.size(3));
+    const uint8_t* p = bytes[i].data_ptr<uint8_t>();
+    raster.pixels.assign(p, p + raster.height * raster.width * raster.channels);
+    auto png = EncodePng(raster);
+    if (!png.ok()) return png.status();
+    out.push_back({*std::move(png), raster.width, raster.height, seed_ + static_cast<uint64_t>(i), i});
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<EncodedImage>> Generation::Preview() const {
+  const ModelConfig& c = model_->config();
+  at::Tensor m = at::from_blob(const_cast<float*>(c.latent_rgb_matrix.data()), {3, c.latent_channels}, at::kFloat)
+                     .to(latents_.device());
+  at::Tensor b = at::from_blob(const_cast<float*>(c.latent_rgb_bias.data()), {1, 3, 1, 1}, at::kFloat)
+                     .to(latents_.device());
+  at::Tensor rgb = at::einsum("oc,nchw->nohw", {m, latents_}) + b;
+  rgb = at::upsample_nearest2d(rgb, {height_, width_});
+  return EncodeAll(rgb);
+}
+
+absl::StatusOr<std::vector<EncodedImage>> Generation::Decode() const {
+  const double scale = model_->config().scaling_factor;
+  at::Tensor images = model_->vae_decoder().forward({latents_ / scale}).toTensor();
+  return EncodeAll(images);
+}
+
+}  // namespace imagegen

@@ -1,0 +1,76 @@
+// The tensor work of one job on a worker: text encoding, the batched denoising step,
+// previews and the final decode. Everything that calls a model lives here.
+#ifndef IMAGEGEN_CORE_ENGINE_GENERATION_H_
+#define IMAGEGEN_CORE_ENGINE_GENERATION_H_
+
+#include <memory>
+#include <vector>
+
+#include <ATen/ATen.h>
+
+#include "absl/status/statusor.h"
+#include "core/engine/job.h"
+#include "core/math/samplers.h"
+#include "core/model/model_bundle.h"
+
+namespace imagegen {
+
+// Draws image i's noise from its own generator seeded with seed + i, on the CPU, so that an
+// image depends on its seed only: not on its batch, its neighbours or the device.
+class PerImageNoise : public NoiseSource {
+ public:
+  PerImageNoise(uint64_t seed, int num_images, at::Device device);
+  // REQUIRES: shape[0] == num_images.
+  at::Tensor Draw(at::IntArrayRef shape) override;
+
+ private:
+  std::vector<at::Generator> generators_;
+  at::Device device_;
+};
+
+// The reverse-process state of one job: its sampler, latents and text context. Owned by the
+// worker that runs the job; not thread-safe. Methods may throw c10::Error / std::exception from
+// the model; the engine catches them once per call and fails the jobs involved.
+class Generation {
+ public:
+  // Tokenizes and encodes the prompt (and the negative prompt for guidance) in one text encoder
+  // call, and draws the initial latents. INVALID_ARGUMENT for a request the sampler refuses.
+  static absl::StatusOr<std::unique_ptr<Generation>> Start(ModelBundle* model, const JobRequest& request);
+
+  // One denoising step for every generation in `batch`, all of the same model and latent shape:
+  // one UNet call over all their rows with a per-row timestep, classifier-free guidance per job,
+  // then each job's own sampler step. Returns the number of UNet rows.
+  // REQUIRES: every generation is !done() and uses the same bundle.
+  static int DenoiseStep(const std::vector<Generation*>& batch);
+
+  bool done() const { return sampler_->done(); }
+  int steps_done() const { return sampler_->call_index(); }
+  int total_steps() const { return sampler_->num_calls(); }
+  int rows() const { return guided() ? 2 * num_images_ : num_images_; }
+
+  // The linear latent-to-RGB preview of the current latents, upscaled (nearest) to the image
+  // size, one PNG per image.
+  absl::StatusOr<std::vector<EncodedImage>> Preview() const;
+  // Decodes the final latents with the VAE and encodes one PNG per image.
+  absl::StatusOr<std::vector<EncodedImage>> Decode() const;
+
+ private:
+  Generation(ModelBundle* model, const JobRequest& request);
+  bool guided() const { return guidance_scale_ != 1.0; }
+  absl::StatusOr<std::vector<EncodedImage>> EncodeAll(const at::Tensor& images) const;
+
+  ModelBundle* model_;  // Not owned.
+  std::unique_ptr<Sampler> sampler_;
+  PerImageNoise noise_;
+  double guidance_scale_;
+  int num_images_;
+  uint64_t seed_;
+  int width_;
+  int height_;
+  at::Tensor latents_;  // [N, C, h, w]
+  at::Tensor context_;  // [N or 2N, L, D]: conditional rows, then unconditional rows
+};
+
+}  // namespace imagegen
+
+#endif  // IMAGEGEN_CORE_ENGINE_GENERATION_H_

@@ -1,0 +1,78 @@
+#include "core/image/png_codec.h"
+
+#include <png.h>
+
+#include <cstring>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+
+namespace imagegen {
+namespace {
+
+png_uint_32 FormatFor(int channels) {
+  switch (channels) {
+    case 1: return PNG_FORMAT_GRAY;
+    case 3: return PNG_FORMAT_RGB;
+    case 4: return PNG_FORMAT_RGBA;
+    default: return 0;
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> EncodePng(const RasterImage& image) {
+  const png_uint_32 format = FormatFor(image.channels);
+  if (format == 0 && image.channels != 1) {
+    return absl::InvalidArgumentError(absl::StrCat("PNG: channels is ", image.channels, "; allowed 1, 3, 4"));
+  }
+  if (image.width <= 0 || image.height <= 0 ||
+      image.pixels.size() != static_cast<size_t>(image.width) * image.height * image.channels) {
+    return absl::InvalidArgumentError(absl::StrCat("PNG: ", image.width, "x", image.height, "x",
+                                                   image.channels, " does not match ",
+                                                   image.pixels.size(), " bytes of pixels"));
+  }
+  png_image png;
+  std::memset(&png, 0, sizeof(png));
+  png.version = PNG_IMAGE_VERSION;
+  png.width = image.width;
+  png.height = image.height;
+  png.format = format;
+  png_alloc_size_t size = 0;
+  // First call measures, second writes (libpng's simplified API).
+  if (!png_image_write_to_memory(&png, nullptr, &size, 0, image.pixels.data(), 0, nullptr)) {
+    return absl::InternalError(absl::StrCat("PNG encode: ", png.message));
+  }
+  std::string out(size, '\0');
+  if (!png_image_write_to_memory(&png, out.data(), &size, 0, image.pixels.data(), 0, nullptr)) {
+    return absl::InternalError(absl::StrCat("PNG encode: ", png.message));
+  }
+  out.resize(size);
+  return out;
+}
+
+absl::StatusOr<RasterImage> DecodePng(absl::string_view data) {
+  png_image png;
+  std::memset(&png, 0, sizeof(png));
+  png.version = PNG_IMAGE_VERSION;
+  if (!png_image_begin_read_from_memory(&png, data.data(), data.size())) {
+    return absl::InvalidArgumentError(absl::StrCat("not a decodable PNG: ", png.message));
+  }
+  RasterImage out;
+  if (png.format & PNG_FORMAT_FLAG_COLOR) {
+    png.format = (png.format & PNG_FORMAT_FLAG_ALPHA) ? PNG_FORMAT_RGBA : PNG_FORMAT_RGB;
+  } else {
+    png.format = PNG_FORMAT_GRAY;
+  }
+  out.width = static_cast<int>(png.width);
+  out.height = static_cast<int>(png.height);
+  out.channels = static_cast<int>(PNG_IMAGE_PIXEL_CHANNELS(png.format));
+  out.pixels.resize(PNG_IMAGE_SIZE(png));
+  if (!png_image_finish_read(&png, nullptr, out.pixels.data(), 0, nullptr)) {
+    png_image_free(&png);
+    return absl::InvalidArgumentError(absl::StrCat("not a decodable PNG: ", png.message));
+  }
+  return out;
+}
+
+}  // namespace imagegen

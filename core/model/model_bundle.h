@@ -1,0 +1,70 @@
+// A model bundle: the folder that holds one latent diffusion model (docs/MODEL_BUNDLE.md).
+//
+//   model.json             name, sizes, scaling factor, tokenizer, defaults, preview matrix
+//   scheduler_config.json  diffusers' scheduler keys (core/math/noise_schedule.h)
+//   vocab.txt              the tokenizer's vocabulary (word tokenizer)
+//   text_encoder.pt        ids int64 [B, L]                            -> context [B, L, D]
+//   unet.pt                latents [B, C, h, w], t float [B], context  -> model output [B, C, h, w]
+//   vae_decoder.pt         latents / scaling_factor                    -> image [B, c, H, W] in [-1, 1]
+//   vae_encoder.pt         image in [-1, 1]                            -> latent mean (optional)
+#ifndef IMAGEGEN_CORE_MODEL_MODEL_BUNDLE_H_
+#define IMAGEGEN_CORE_MODEL_MODEL_BUNDLE_H_
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <torch/script.h>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "core/math/noise_schedule.h"
+#include "core/model/model_config.h"
+#include "core/model/tokenizer.h"
+
+namespace imagegen {
+
+// One loaded model: its configuration, schedule, tokenizer and TorchScript modules, on one device.
+// Immutable after Load. The modules' forward() may be called from one thread at a time per
+// bundle (a worker owns its bundle replica).
+class ModelBundle {
+ public:
+  // Loads and checks the bundle in `dir` onto `device` ("cpu", "cuda:0"): every file present,
+  // every JSON field valid, and one probe call per module with the shapes model.json promises.
+  // Errors name the file and the field or shape at fault.
+  static absl::StatusOr<std::unique_ptr<ModelBundle>> Load(const std::string& dir,
+                                                          const std::string& device = "cpu");
+
+  const ModelConfig& config() const { return config_; }
+  const NoiseSchedule& schedule() const { return *schedule_; }
+  const Tokenizer& tokenizer() const { return *tokenizer_; }
+  const std::string& dir() const { return dir_; }
+  const torch::Device& device() const { return device_; }
+
+  torch::jit::Module& text_encoder() { return text_encoder_; }
+  torch::jit::Module& unet() { return unet_; }
+  torch::jit::Module& vae_decoder() { return vae_decoder_; }
+  bool has_vae_encoder() const { return vae_encoder_.has_value(); }
+
+ private:
+  ModelBundle() : device_(torch::kCPU) {}
+
+  std::string dir_;
+  ModelConfig config_;
+  std::unique_ptr<NoiseSchedule> schedule_;
+  std::unique_ptr<Tokenizer> tokenizer_;
+  torch::Device device_;
+  torch::jit::Module text_encoder_;
+  torch::jit::Module unet_;
+  torch::jit::Module vae_decoder_;
+  std::optional<torch::jit::Module> vae_encoder_;
+};
+
+// Finds bundles under `dir`: `dir` itself when it holds a model.json, else each direct
+// subfolder that does. Sorted by folder name. NOT_FOUND when there is none.
+absl::StatusOr<std::vector<std::string>> FindBundleDirs(const std::string& dir);
+
+}  // namespace imagegen
+
+#endif  // IMAGEGEN_CORE_MODEL_MODEL_BUNDLE_H_

@@ -1,0 +1,55 @@
+// Tokenizers: prompt text to the fixed-length token ids a text encoder takes.
+#ifndef IMAGEGEN_CORE_MODEL_TOKENIZER_H_
+#define IMAGEGEN_CORE_MODEL_TOKENIZER_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace imagegen {
+
+// Turns a prompt into exactly max_length() token ids. Implementations are immutable after
+// construction and thread-safe. Encode never fails: unknown words are dropped and ids past the
+// text encoder's length are truncated, as Stable Diffusion's CLIP tokenizer does.
+class Tokenizer {
+ public:
+  virtual ~Tokenizer() = default;
+  virtual std::vector<int64_t> Encode(absl::string_view text) const = 0;
+  virtual int max_length() const = 0;
+};
+
+// The word-level tokenizer of the embedded default model. A word is a maximal run of
+// [a-z0-9-] after ASCII lowercasing; words not in the vocabulary are dropped. Output:
+// <bos> words... <eos> <pad>..., truncated to keep <eos> (models/train/ldm.py has the twin).
+class WordTokenizer : public Tokenizer {
+ public:
+  static constexpr int64_t kPadId = 0;
+  static constexpr int64_t kBosId = 1;
+  static constexpr int64_t kEosId = 2;
+
+  // `vocab_text` holds one token per line; the line index is its id. Lines 0..2 must be
+  // <pad>, <bos>, <eos>. Errors name `source` and the offending line.
+  static absl::StatusOr<std::unique_ptr<WordTokenizer>> Create(absl::string_view vocab_text,
+                                                              int max_length,
+                                                              absl::string_view source);
+
+  std::vector<int64_t> Encode(absl::string_view text) const override;
+  int max_length() const override { return max_length_; }
+  int vocab_size() const { return static_cast<int>(ids_.size()); }
+
+ private:
+  WordTokenizer(std::unordered_map<std::string, int64_t> ids, int max_length)
+      : ids_(std::move(ids)), max_length_(max_length) {}
+
+  std::unordered_map<std::string, int64_t> ids_;
+  int max_length_;
+};
+
+}  // namespace imagegen
+
+#endif  // IMAGEGEN_CORE_MODEL_TOKENIZER_H_

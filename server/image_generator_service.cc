@@ -1,0 +1,299 @@
+#include "server/image_generator_service.h"
+
+#include <memory>
+#include <optional>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "core/math/samplers.h"
+#include "server/request_mapper.h"
+#include "server/status_util.h"
+
+namespace imagegen {
+namespace {
+
+absl::Time DeadlineOf(const grpc::CallbackServerContext& context) {
+  const auto deadline = context.deadline();
+  if (deadline == std::chrono::system_clock::time_point::max()) return absl::InfiniteFuture();
+  return absl::FromChrono(deadline);
+}
+
+void FillImage(const EncodedImage& in, v1::Image* out) {
+  out->set_data(in.data);
+  out->set_format(v1::IMAGE_FORMAT_PNG);
+  out->set_width(in.width);
+  out->set_height(in.height);
+  out->set_seed(in.seed);
+  out->set_index(in.index);
+}
+
+void FillResponse(JobResult result, const JobRequest& request, v1::GenerateResponse* out) {
+  out->set_job_id(result.job_id);
+  for (const EncodedImage& image : result.images) FillImage(image, out->add_images());
+  v1::Timings* t = out->mutable_timings();
+  t->set_queue_seconds(absl::ToDoubleSeconds(result.timings.queue));
+  t->set_text_encode_seconds(absl::ToDoubleSeconds(result.timings.text_encode));
+  t->set_denoise_seconds(absl::ToDoubleSeconds(result.timings.denoise));
+  t->set_decode_seconds(absl::ToDoubleSeconds(result.timings.decode));
+  t->set_total_seconds(absl::ToDoubleSeconds(result.timings.total));
+  out->set_model(request.model);
+  out->set_sampler(request.sampler);
+  out->set_steps(request.steps);
+  out->set_guidance_scale(static_cast<float>(request.guidance_scale));
+}
+
+// Resolves and submits a request; on error the status to finish the call with, after counting
+// an invalid request.
+absl::Status Admit(const v1::GenerateRequest& request, const grpc::CallbackServerContext& context,
+                   Engine& engine, Metrics& metrics, const std::string& default_model,
+                   std::shared_ptr<JobListener> listener, JobRequest* job) {
+  auto resolved = ToJobRequest(request, engine, default_model, DeadlineOf(context));
+  if (!resolved.ok()) {
+    const std::string model = request.model().empty() ? default_model : request.model();
+    metrics.OnInvalidRequest(engine.FindModel(model) ? model : "unknown");
+    return resolved.status();
+  }
+  *job = *resolved;
+  return engine.Submit(*std::move(resolved), std::move(listener));
+}
+
+// One Generate call. Owned by itself (self_) until gRPC calls OnDone, and by the engine while the
+// job runs; events arriving after Finish are dropped.
+class GenerateReactor : public grpc::ServerWriteReactor<v1::GenerateEvent>,
+                        public JobListener,
+                        public std::enable_shared_from_this<GenerateReactor> {
+ public:
+  GenerateReactor(Engine* engine, Metrics* metrics) : engine_(engine), metrics_(metrics) {}
+
+  void Begin(grpc::CallbackServerContext* context, const v1::GenerateRequest& request,
+             const std::string& default_model) {
+    self_ = shared_from_this();
+    absl::Status status = Admit(request, *context, *engine_, *metrics_, default_model, self_, &job_);
+    if (!status.ok()) OnError(status);
+  }
+
+  // JobListener: called by the engine, never blocks.
+  void OnAccepted(const std::string& job_id, int queue_position) override {
+    v1::GenerateEvent event;
+    event.mutable_accepted()->set_job_id(job_id);
+    event.mutable_accepted()->set_queue_position(queue_position);
+    {
+      absl::MutexLock lock(&mu_);
+      accepted_ = std::move(event);
+    }
+    Pump();
+  }
+
+  void OnProgress(ProgressUpdate update) override {
+    v1::GenerateEvent event;
+    v1::Progress* p = event.mutable_progress();
+    p->set_step(update.step);
+    p->set_total_steps(update.total_steps);
+    for (const EncodedImage& image : update.previews) FillImage(image, p->add_previews());
+    int replaced = 0;
+    {
+      absl::MutexLock lock(&mu_);
+      if (finished_) return;
+      if (progress_) replaced = progress_->progress().previews_size();
+      progress_ = std::move(event);
+    }
+    if (replaced > 0) metrics_->OnPreviewsReplaced(job_.model, replaced);
+    Pump();
+  }
+
+  void OnResult(JobResult result) override {
+    v1::GenerateEvent event;
+    FillResponse(std::move(result), job_, event.mutable_result());
+    {
+      absl::MutexLock lock(&mu_);
+      result_ = std::move(event);
+    }
+    Pump();
+  }
+
+  void OnError(absl::Status status) override {
+    {
+      absl::MutexLock lock(&mu_);
+      error_ = ToGrpcStatus(status);
+    }
+    Pump();
+  }
+
+  // Reactions.
+  void OnWriteDone(bool ok) override {
+    {
+      absl::MutexLock lock(&mu_);
+      writing_ = false;
+      if (!ok && !error_) error_ = grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
+    }
+    if (!ok) engine_->Cancel(job_.job_id);
+    Pump();
+  }
+
+  void OnCancel() override { engine_->Cancel(job_.job_id); }
+
+  void OnDone() override { self_.reset(); }
+
+ private:
+  enum class Action { kNone, kWrite, kWriteLast, kFinish };
+
+  // Starts the next write or the finish, if one is due and none is in flight. gRPC calls are made
+  // outside mu_ so that a reaction that runs inline cannot deadlock on it.
+  void Pump() {
+    Action action = Action::kNone;
+    grpc::Status status;
+    int previews = 0;
+    {
+      absl::MutexLock lock(&mu_);
+      if (writing_ || finished_) return;
+      if (accepted_) {
+        current_ = *std::move(accepted_);
+        accepted_.reset();
+        action = Action::kWrite;
+      } else if (progress_) {
+        current_ = *std::move(progress_);
+        progress_.reset();
+        previews = current_.progress().previews_size();
+        action = Action::kWrite;
+      } else if (error_) {
+        status = *error_;
+        action = Action::kFinish;
+      } else if (result_) {
+        current_ = *std::move(result_);
+        result_.reset();
+        action = Action::kWriteLast;
+      }
+      if (action == Action::kWrite) writing_ = true;
+      if (action == Action::kWriteLast || action == Action::kFinish) finished_ = true;
+    }
+    if (previews > 0) metrics_->OnPreviewsSent(job_.model, previews);
+    switch (action) {
+      case Action::kNone: break;
+      case Action::kWrite: StartWrite(&current_); break;
+      case Action::kWriteLast: StartWriteAndFinish(&current_, grpc::WriteOptions(), grpc::Status::OK); break;
+      case Action::kFinish: Finish(status); break;
+    }
+  }
+
+  Engine* const engine_;
+  Metrics* const metrics_;
+  JobRequest job_;  // Set in Begin before any event; read-only after.
+  std::shared_ptr<GenerateReactor> self_;
+
+  absl::Mutex mu_;
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  // Pending events, written in this order of preference. At most one progress event waits.
+  std::optional<v1::GenerateEvent> accepted_ ABSL_GUARDED_BY(mu_);
+  std::optional<v1::GenerateEvent> progress_ ABSL_GUARDED_BY(mu_);
+  std::optional<v1::GenerateEvent> result_ ABSL_GUARDED_BY(mu_);
+  std::optional<grpc::Status> error_ ABSL_GUARDED_BY(mu_);
+  // The message in flight; gRPC reads it until OnWriteDone. Only touched while !writing_.
+  v1::GenerateEvent current_;
+};
+
+// One GenerateImages call: the job's result only.
+class GenerateImagesReactor : public grpc::ServerUnaryReactor,
+                              public JobListener,
+                              public std::enable_shared_from_this<GenerateImagesReactor> {
+ public:
+  GenerateImagesReactor(Engine* engine, Metrics* metrics, v1::GenerateResponse* response)
+      : engine_(engine), metrics_(metrics), response_(response) {}
+
+  void Begin(grpc::CallbackServerContext* context, const v1::GenerateRequest& request,
+             const std::string& default_model) {
+    self_ = shared_from_this();
+    absl::Status status = Admit(request, *context, *engine_, *metrics_, default_model, self_, &job_);
+    if (!status.ok()) OnError(status);
+  }
+
+  void OnAccepted(const std::string&, int) override {}
+  void OnProgress(ProgressUpdate) override {}
+  void OnResult(JobResult result) override {
+    if (!TakeFinish()) return;
+    FillResponse(std::move(result), job_, response_);
+    Finish(grpc::Status::OK);
+  }
+  void OnError(absl::Status status) override {
+    if (!TakeFinish()) return;
+    Finish(ToGrpcStatus(status));
+  }
+
+  void OnCancel() override { engine_->Cancel(job_.job_id); }
+  void OnDone() override { self_.reset(); }
+
+ private:
+  // True for the one caller that may finish the call.
+  bool TakeFinish() {
+    absl::MutexLock lock(&mu_);
+    if (finished_) return false;
+    finished_ = true;
+    return true;
+  }
+
+  Engine* const engine_;
+  Metrics* const metrics_;
+  v1::GenerateResponse* const response_;  // Owned by gRPC; valid until OnDone.
+  JobRequest job_;
+  std::shared_ptr<GenerateImagesReactor> self_;
+  absl::Mutex mu_;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+}  // namespace
+
+grpc::ServerWriteReactor<v1::GenerateEvent>* ImageGeneratorService::Generate(
+    grpc::CallbackServerContext* context, const v1::GenerateRequest* request) {
+  auto reactor = std::make_shared<GenerateReactor>(engine_, metrics_);
+  reactor->Begin(context, *request, default_model_);
+  return reactor.get();  // Kept alive by its own self_ until OnDone.
+}
+
+grpc::ServerUnaryReactor* ImageGeneratorService::GenerateImages(grpc::CallbackServerContext* context,
+                                                                const v1::GenerateRequest* request,
+                                                                v1::GenerateResponse* response) {
+  auto reactor = std::make_shared<GenerateImagesReactor>(engine_, metrics_, response);
+  reactor->Begin(context, *request, default_model_);
+  return reactor.get();
+}
+
+grpc::ServerUnaryReactor* ImageGeneratorService::CancelJob(grpc::CallbackServerContext* context,
+                                                           const v1::CancelJobRequest* request,
+                                                           v1::CancelJobResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (request->job_id().empty()) {
+    reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "job_id is empty; name the job to cancel"));
+  } else if (engine_->Cancel(request->job_id())) {
+    response->set_cancelled(true);
+    reactor->Finish(grpc::Status::OK);
+  } else {
+    reactor->Finish(grpc::Status(grpc::StatusCode::NOT_FOUND,
+                                 "job_id \"" + request->job_id() + "\" is not queued or running"));
+  }
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ImageGeneratorService::ListModels(grpc::CallbackServerContext* context,
+                                                            const v1::ListModelsRequest*,
+                                                            v1::ListModelsResponse* response) {
+  for (const ModelConfig* m : engine_->models()) {
+    v1::ModelInfo* info = response->add_models();
+    info->set_name(m->name);
+    info->set_description(m->description);
+    info->set_default_width(m->default_width);
+    info->set_default_height(m->default_height);
+    info->set_size_multiple(m->size_multiple);
+    info->set_default_sampler(m->default_sampler);
+    info->set_default_steps(m->default_steps);
+    info->set_default_guidance_scale(static_cast<float>(m->default_guidance_scale));
+    for (const std::string& s : SamplerNames()) info->add_samplers(s);
+    info->set_is_default(m->name == default_model_);
+    info->set_max_prompt_tokens(m->max_length);
+  }
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+}  // namespace imagegen

@@ -1,0 +1,84 @@
+// imagegen-server: serves latent diffusion image generation over gRPC (README.md, "Flags").
+#include <signal.h>
+
+#include <ATen/Parallel.h>
+
+#include <atomic>
+#include <iostream>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/synchronization/notification.h"
+#include "server/server.h"
+
+#ifndef IMAGEGEN_DEFAULT_MODEL_DIR
+#define IMAGEGEN_DEFAULT_MODEL_DIR "models"
+#endif
+
+ABSL_FLAG(std::string, listen, "0.0.0.0:50051", "gRPC listen address (host:port; port 0 picks one).");
+ABSL_FLAG(std::string, metrics_listen, "0.0.0.0:9090",
+          "Prometheus metrics address (host:port), served at /metrics; empty disables it.");
+ABSL_FLAG(std::string, model_dir, IMAGEGEN_DEFAULT_MODEL_DIR,
+          "A model bundle folder, or a folder whose subfolders are bundles (each with model.json).");
+ABSL_FLAG(std::string, default_model, "",
+          "Model used when a request names none; empty: the first bundle by folder name.");
+ABSL_FLAG(int, max_queue, 64, "Jobs that may wait in the queue; beyond it requests get RESOURCE_EXHAUSTED.");
+ABSL_FLAG(std::string, device, "cpu", "Torch device of the worker: cpu or cuda:N.");
+ABSL_FLAG(int, intra_op_threads, 0, "LibTorch threads of the worker; 0: one per hardware thread.");
+ABSL_FLAG(int, interop_threads, 1, "LibTorch inter-op threads (process-wide).");
+ABSL_FLAG(int, max_steps, 200, "Largest steps a request may ask for.");
+ABSL_FLAG(int, max_images, 8, "Largest num_images a request may ask for.");
+ABSL_FLAG(int, max_prompt_chars, 1000, "Longest prompt (and negative prompt), in bytes of UTF-8.");
+ABSL_FLAG(int, max_image_side, 1024, "Largest width or height, in pixels.");
+
+namespace {
+
+std::atomic<bool> g_stop{false};
+void OnSignal(int) { g_stop.store(true); }
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage("imagegen-server: latent diffusion image generation over gRPC.\n"
+                               "  imagegen-server --listen=0.0.0.0:50051 --model_dir=models");
+  absl::ParseCommandLine(argc, argv);
+
+  if (absl::GetFlag(FLAGS_interop_threads) > 0) at::set_num_interop_threads(absl::GetFlag(FLAGS_interop_threads));
+
+  imagegen::ServerOptions options;
+  options.listen = absl::GetFlag(FLAGS_listen);
+  options.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
+  options.model_dir = absl::GetFlag(FLAGS_model_dir);
+  options.default_model = absl::GetFlag(FLAGS_default_model);
+  options.engine.max_queue = absl::GetFlag(FLAGS_max_queue);
+  options.engine.device = absl::GetFlag(FLAGS_device);
+  options.engine.intra_op_threads = absl::GetFlag(FLAGS_intra_op_threads);
+  options.engine.limits.max_steps = absl::GetFlag(FLAGS_max_steps);
+  options.engine.limits.max_images = absl::GetFlag(FLAGS_max_images);
+  options.engine.limits.max_prompt_chars = absl::GetFlag(FLAGS_max_prompt_chars);
+  options.engine.limits.max_image_side = absl::GetFlag(FLAGS_max_image_side);
+
+  auto server = imagegen::ImageGenServer::Start(options);
+  if (!server.ok()) {
+    std::cerr << "imagegen-server: " << server.status().message() << "\n";
+    return 1;
+  }
+  std::vector<std::string> models;
+  for (const imagegen::ModelConfig* m : (*server)->engine().models()) models.push_back(m->name);
+  std::cerr << "imagegen-server: serving gRPC on port " << (*server)->port() << " (" << options.listen
+            << "), metrics on " << (options.metrics_listen.empty() ? std::string("none")
+                                                                   : absl::StrCat("port ", (*server)->metrics_port(), "/metrics"))
+            << "; device " << options.engine.device << "; models: " << absl::StrJoin(models, ", ")
+            << " (default " << (*server)->default_model() << ")" << std::endl;
+
+  signal(SIGINT, OnSignal);
+  signal(SIGTERM, OnSignal);
+  while (!g_stop.load()) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  std::cerr << "imagegen-server: shutting down" << std::endl;
+  (*server)->Shutdown();
+  return 0;
+}

@@ -1,0 +1,119 @@
+#include "server/metrics.h"
+
+namespace imagegen {
+namespace {
+
+using prometheus::Histogram;
+
+// Seconds: a denoising step takes milliseconds (CPU, small model) to a second (large model); a
+// request from tens of milliseconds to minutes.
+const Histogram::BucketBoundaries& RequestBuckets() {
+  static const auto* b = new Histogram::BucketBoundaries{0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300};
+  return *b;
+}
+const Histogram::BucketBoundaries& StepBuckets() {
+  static const auto* b = new Histogram::BucketBoundaries{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5};
+  return *b;
+}
+const Histogram::BucketBoundaries& RowBuckets() {
+  static const auto* b = new Histogram::BucketBoundaries{1, 2, 4, 8, 16, 32, 64, 128};
+  return *b;
+}
+
+}  // namespace
+
+Metrics::Metrics()
+    : registry_(std::make_shared<prometheus::Registry>()),
+      requests_(prometheus::BuildCounter()
+                    .Name("imagegen_requests_total")
+                    .Help("Generation requests by model and outcome (ok, cancelled, deadline_exceeded, "
+                          "rejected, unavailable, invalid, failed).")
+                    .Register(*registry_)),
+      request_duration_(prometheus::BuildHistogram()
+                            .Name("imagegen_request_duration_seconds")
+                            .Help("Time from acceptance to the end of an accepted request, any outcome.")
+                            .Register(*registry_)),
+      queue_duration_(prometheus::BuildHistogram()
+                          .Name("imagegen_queue_duration_seconds")
+                          .Help("Time a job waited in the queue before a worker started it.")
+                          .Register(*registry_)),
+      first_preview_duration_(prometheus::BuildHistogram()
+                                  .Name("imagegen_time_to_first_preview_seconds")
+                                  .Help("Time from acceptance to a job's first preview.")
+                                  .Register(*registry_)),
+      step_duration_(prometheus::BuildHistogram()
+                         .Name("imagegen_step_duration_seconds")
+                         .Help("Duration of one denoising step: one batched UNet call and the sampler updates.")
+                         .Register(*registry_)),
+      batch_rows_(prometheus::BuildHistogram()
+                      .Name("imagegen_batch_rows")
+                      .Help("Rows per UNet call (classifier-free guidance counts two rows per image).")
+                      .Register(*registry_)),
+      images_(prometheus::BuildCounter()
+                  .Name("imagegen_images_generated_total")
+                  .Help("Final images produced.")
+                  .Register(*registry_)),
+      steps_(prometheus::BuildCounter()
+                 .Name("imagegen_denoising_steps_total")
+                 .Help("Denoising steps done, counted per job (a batched call of three jobs counts three).")
+                 .Register(*registry_)),
+      previews_sent_(prometheus::BuildCounter()
+                         .Name("imagegen_previews_sent_total")
+                         .Help("Preview images written to client streams.")
+                         .Register(*registry_)),
+      previews_replaced_(prometheus::BuildCounter()
+                             .Name("imagegen_previews_replaced_total")
+                             .Help("Preview images replaced by a newer one before a slow client received them.")
+                             .Register(*registry_)),
+      queue_depth_(prometheus::BuildGauge()
+                       .Name("imagegen_queue_depth")
+                       .Help("Jobs waiting in the queue.")
+                       .Register(*registry_)
+                       .Add({})),
+      active_jobs_(prometheus::BuildGauge()
+                       .Name("imagegen_active_jobs")
+                       .Help("Jobs running on a worker.")
+                       .Register(*registry_)
+                       .Add({})) {}
+
+void Metrics::OnInvalidRequest(const std::string& model) {
+  requests_.Add({{"model", model}, {"outcome", "invalid"}}).Increment();
+}
+
+void Metrics::OnPreviewsSent(const std::string& model, int images) {
+  previews_sent_.Add({{"model", model}}).Increment(images);
+}
+
+void Metrics::OnPreviewsReplaced(const std::string& model, int images) {
+  previews_replaced_.Add({{"model", model}}).Increment(images);
+}
+
+void Metrics::OnQueueDepth(int depth) { queue_depth_.Set(depth); }
+
+void Metrics::OnActiveJobs(int active) { active_jobs_.Set(active); }
+
+void Metrics::OnJobRejected(const std::string& model) {
+  requests_.Add({{"model", model}, {"outcome", JobOutcomeName(JobOutcome::kRejected)}}).Increment();
+}
+
+void Metrics::OnJobStarted(const std::string& model, absl::Duration queue_time) {
+  queue_duration_.Add({{"model", model}}, RequestBuckets()).Observe(absl::ToDoubleSeconds(queue_time));
+}
+
+void Metrics::OnModelCall(const std::string& model, int rows, int job_steps, absl::Duration duration) {
+  step_duration_.Add({{"model", model}}, StepBuckets()).Observe(absl::ToDoubleSeconds(duration));
+  batch_rows_.Add({{"model", model}}, RowBuckets()).Observe(rows);
+  steps_.Add({{"model", model}}).Increment(job_steps);
+}
+
+void Metrics::OnFirstPreview(const std::string& model, absl::Duration since_accepted) {
+  first_preview_duration_.Add({{"model", model}}, RequestBuckets()).Observe(absl::ToDoubleSeconds(since_accepted));
+}
+
+void Metrics::OnJobFinished(const std::string& model, JobOutcome outcome, absl::Duration total, int images) {
+  requests_.Add({{"model", model}, {"outcome", JobOutcomeName(outcome)}}).Increment();
+  request_duration_.Add({{"model", model}}, RequestBuckets()).Observe(absl::ToDoubleSeconds(total));
+  if (images > 0) images_.Add({{"model", model}}).Increment(images);
+}
+
+}  // namespace imagegen

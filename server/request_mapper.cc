@@ -1,0 +1,85 @@
+#include "server/request_mapper.h"
+
+#include "absl/random/random.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+
+namespace imagegen {
+namespace {
+
+bool IsJobIdChar(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+         c == '_' || c == '-';
+}
+
+absl::BitGen& Rng() {
+  thread_local absl::BitGen gen;
+  return gen;
+}
+
+}  // namespace
+
+std::string NewJobId() {
+  return absl::StrFormat("job-%016x", absl::Uniform<uint64_t>(Rng()));
+}
+
+absl::StatusOr<JobRequest> ToJobRequest(const v1::GenerateRequest& in, const Engine& engine,
+                                        const std::string& default_model, absl::Time deadline) {
+  JobRequest r;
+  r.model = in.model().empty() ? default_model : in.model();
+  const ModelConfig* model = engine.FindModel(r.model);
+  if (model == nullptr) {
+    std::string names;
+    for (const ModelConfig* m : engine.models()) absl::StrAppend(&names, names.empty() ? "" : ", ", m->name);
+    return absl::NotFoundError(absl::StrCat("model is \"", r.model, "\", which is not loaded; loaded: ", names));
+  }
+  if (in.output_format() != v1::IMAGE_FORMAT_UNSPECIFIED && in.output_format() != v1::IMAGE_FORMAT_PNG) {
+    return absl::InvalidArgumentError(absl::StrCat("output_format is ", v1::ImageFormat_Name(in.output_format()),
+                                                   "; supported: IMAGE_FORMAT_PNG"));
+  }
+  if (in.preview().format() != v1::IMAGE_FORMAT_UNSPECIFIED && in.preview().format() != v1::IMAGE_FORMAT_PNG) {
+    return absl::InvalidArgumentError(absl::StrCat("preview.format is ", v1::ImageFormat_Name(in.preview().format()),
+                                                   "; supported: IMAGE_FORMAT_PNG"));
+  }
+  if (in.preview().method() == v1::PREVIEW_METHOD_VAE_DECODE) {
+    return absl::InvalidArgumentError(
+        "preview.method is PREVIEW_METHOD_VAE_DECODE; supported: PREVIEW_METHOD_LATENT_APPROX");
+  }
+  if (!in.init_image().empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("init_image is ", in.init_image().size(),
+                                                   " bytes; image to image is not supported yet, leave it empty"));
+  }
+  if (in.strength() != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("strength is ", in.strength(), "; must be 0 without init_image"));
+  }
+  if (in.job_id().empty()) {
+    r.job_id = NewJobId();
+  } else {
+    const std::string& id = in.job_id();
+    bool ok = id.size() <= 64;
+    for (char c : id) ok = ok && IsJobIdChar(c);
+    if (!ok) {
+      return absl::InvalidArgumentError(absl::StrCat("job_id is \"", id.substr(0, 80),
+                                                     "\"; allowed: 1 to 64 characters of A-Z a-z 0-9 . _ -"));
+    }
+    r.job_id = id;
+  }
+  r.prompt = in.prompt();
+  r.negative_prompt = in.negative_prompt();
+  // uint32 fields above INT_MAX are clamped so that validation reports them as too large.
+  auto as_int = [](uint32_t v) { return static_cast<int>(std::min<uint32_t>(v, 1u << 30)); };
+  r.width = in.width() == 0 ? model->default_width : as_int(in.width());
+  r.height = in.height() == 0 ? model->default_height : as_int(in.height());
+  r.steps = in.steps() == 0 ? model->default_steps : as_int(in.steps());
+  r.guidance_scale = in.guidance_scale() == 0 ? model->default_guidance_scale : in.guidance_scale();
+  r.sampler = in.sampler().empty() ? model->default_sampler : in.sampler();
+  r.seed = in.has_seed() ? in.seed() : absl::Uniform<uint32_t>(Rng());
+  r.num_images = in.num_images() == 0 ? 1 : as_int(in.num_images());
+  r.preview_every_n_steps = as_int(in.preview().every_n_steps());
+  r.priority = in.priority();
+  r.deadline = deadline;
+  if (auto s = ValidateJobRequest(r, *model, engine.limits()); !s.ok()) return s;
+  return r;
+}
+
+}  // namespace imagegen

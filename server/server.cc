@@ -1,0 +1,75 @@
+#include "server/server.h"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/security/server_credentials.h>
+#include <grpcpp/server_builder.h>
+
+#include "absl/strings/str_cat.h"
+#include "core/model/model_bundle.h"
+#include "server/thread_stacks.h"
+
+namespace imagegen {
+
+absl::StatusOr<std::unique_ptr<ImageGenServer>> ImageGenServer::Start(const ServerOptions& options) {
+  std::unique_ptr<ImageGenServer> s(new ImageGenServer());
+  s->metrics_ = std::make_unique<Metrics>();
+
+  if (!options.metrics_listen.empty()) {
+    try {
+      if (!ThreadStackFloorActive()) return absl::InternalError("server/thread_stacks.cc is not linked in");
+      s->exposer_ = std::make_unique<prometheus::Exposer>(options.metrics_listen);
+    } catch (const std::exception& e) {
+      return absl::UnavailableError(absl::StrCat("--metrics_listen ", options.metrics_listen,
+                                                 ": cannot listen: ", e.what()));
+    }
+    s->exposer_->RegisterCollectable(s->metrics_->registry());
+    auto ports = s->exposer_->GetListeningPorts();
+    s->metrics_port_ = ports.empty() ? 0 : ports.front();
+  }
+
+  auto dirs = FindBundleDirs(options.model_dir);
+  if (!dirs.ok()) return dirs.status();
+  auto engine = Engine::Create(options.engine, *dirs, s->metrics_.get());
+  if (!engine.ok()) return engine.status();
+  s->engine_ = *std::move(engine);
+
+  std::string default_model = options.default_model;
+  if (default_model.empty()) default_model = s->engine_->models().front()->name;
+  if (s->engine_->FindModel(default_model) == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat("--default_model is \"", default_model,
+                                                   "\", which is not among the loaded models"));
+  }
+  s->service_ = std::make_unique<ImageGeneratorService>(s->engine_.get(), s->metrics_.get(), default_model);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &s->port_);
+  builder.RegisterService(s->service_.get());
+  s->server_ = builder.BuildAndStart();
+  if (s->server_ == nullptr || s->port_ == 0) {
+    return absl::UnavailableError(absl::StrCat("--listen ", options.listen, ": cannot listen"));
+  }
+  s->server_->GetHealthCheckService()->SetServingStatus(true);
+  return s;
+}
+
+ImageGenServer::~ImageGenServer() { Shutdown(); }
+
+void ImageGenServer::Shutdown() {
+  if (server_ == nullptr) return;
+  server_->GetHealthCheckService()->SetServingStatus(false);
+  // The engine first: it ends every job, so every open call finishes and the gRPC shutdown
+  // below does not wait on a stream.
+  engine_->Shutdown();
+  server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  server_->Wait();
+  server_.reset();
+}
+
+void ImageGenServer::Wait() {
+  if (server_ != nullptr) server_->Wait();
+}
+
+}  // namespace imagegen

@@ -1,0 +1,59 @@
+// imagegen-server in one object: the engine with its models, the gRPC server (ImageGenerator,
+// health, reflection) and the Prometheus endpoint. main.cc and the loopback tests use it alike.
+#ifndef IMAGEGEN_SERVER_SERVER_H_
+#define IMAGEGEN_SERVER_SERVER_H_
+
+#include <memory>
+#include <string>
+
+#include <grpcpp/server.h>
+#include <prometheus/exposer.h>
+
+#include "absl/status/statusor.h"
+#include "core/engine/engine.h"
+#include "server/image_generator_service.h"
+#include "server/metrics.h"
+
+namespace imagegen {
+
+struct ServerOptions {
+  std::string listen = "0.0.0.0:50051";         // gRPC address; port 0 picks a free port
+  std::string metrics_listen = "0.0.0.0:9090";  // Prometheus /metrics; empty: no endpoint
+  std::string model_dir;                        // one bundle, or a folder of bundles
+  std::string default_model;                    // empty: the first bundle by folder name
+  Engine::Options engine;
+};
+
+// Thread-safe. Shutdown (or the destructor) ends every open call with a status.
+class ImageGenServer {
+ public:
+  // Loads the models, then starts serving; health reports SERVING once this returns.
+  static absl::StatusOr<std::unique_ptr<ImageGenServer>> Start(const ServerOptions& options);
+  ~ImageGenServer();
+
+  int port() const { return port_; }
+  int metrics_port() const { return metrics_port_; }
+  Engine& engine() { return *engine_; }
+  const std::string& default_model() const { return service_->default_model(); }
+
+  // Health turns NOT_SERVING, running and queued jobs end UNAVAILABLE, open calls finish, the
+  // gRPC server stops. Idempotent.
+  void Shutdown();
+  // Blocks until the gRPC server has shut down.
+  void Wait();
+
+ private:
+  ImageGenServer() = default;
+
+  std::unique_ptr<Metrics> metrics_;
+  std::unique_ptr<Engine> engine_;
+  std::unique_ptr<ImageGeneratorService> service_;
+  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<prometheus::Exposer> exposer_;
+  int port_ = 0;
+  int metrics_port_ = 0;
+};
+
+}  // namespace imagegen
+
+#endif  // IMAGEGEN_SERVER_SERVER_H_

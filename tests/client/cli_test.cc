@@ -1,0 +1,143 @@
+#include "client/cli.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdio>
+
+#include "absl/time/time.h"
+#include "client/progress.h"
+
+namespace imagegen::client {
+namespace {
+
+using imagegen::v1::IMAGE_FORMAT_PNG;
+using imagegen::v1::IMAGE_FORMAT_UNSPECIFIED;
+
+TEST(ParseImageSize, AcceptsWidthByHeightAndSquare) {
+  ASSERT_TRUE(ParseImageSize("512x768").ok());
+  EXPECT_EQ(ParseImageSize("512x768")->width, 512u);
+  EXPECT_EQ(ParseImageSize("512x768")->height, 768u);
+  EXPECT_EQ(ParseImageSize("64")->height, 64u);
+  EXPECT_EQ(ParseImageSize("")->width, 0u);  // the model's default
+}
+
+TEST(ParseImageSize, RejectsGarbageAndZero) {
+  for (const char* text : {"12y", "x", "1x2x3", "-5x5", "0x8", "8x0", "ax8"}) {
+    const absl::Status status = ParseImageSize(text).status();
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << text;
+    EXPECT_NE(status.message().find(text), absl::string_view::npos) << status;
+  }
+}
+
+TEST(OutputNamer, OneImageUsesOutAsGiven) {
+  EXPECT_EQ(OutputNamer("a/image.png", false).PathFor(7, 1, IMAGE_FORMAT_PNG), "a/image.png");
+}
+
+TEST(OutputNamer, SeveralImagesAddTheSeed) {
+  const OutputNamer namer("a/image.png", false);
+  EXPECT_EQ(namer.PathFor(7, 2, IMAGE_FORMAT_PNG), "a/image-7.png");
+  EXPECT_EQ(namer.PathFor(8, 2, IMAGE_FORMAT_PNG), "a/image-8.png");
+  EXPECT_EQ(OutputNamer("image", false).PathFor(7, 2, IMAGE_FORMAT_PNG), "image-7.png");
+}
+
+TEST(OutputNamer, DirectoryGetsSeedNames) {
+  EXPECT_EQ(OutputNamer("out/", true).PathFor(42, 1, IMAGE_FORMAT_UNSPECIFIED), "out/42.png");
+  EXPECT_EQ(OutputNamer("out", true).PathFor(42, 3, IMAGE_FORMAT_PNG), "out/42.png");
+}
+
+TEST(PreviewPath, PadsTheStepSoThatNamesSort) {
+  EXPECT_EQ(PreviewPath("prev", 3, 1, IMAGE_FORMAT_PNG), "prev/step-0003-image-1.png");
+}
+
+TEST(FormatSeconds, ShortensWithSize) {
+  EXPECT_EQ(FormatSeconds(0.1234), "0.123 s");
+  EXPECT_EQ(FormatSeconds(12.34), "12.3 s");
+  EXPECT_EQ(FormatSeconds(125), "2:05");
+  EXPECT_EQ(FormatSeconds(3725), "1:02:05");
+  EXPECT_EQ(FormatSeconds(-1), "?");
+}
+
+TEST(FormatModelsTable, MarksTheDefaultAndAlignsColumns) {
+  imagegen::v1::ListModelsResponse response;
+  auto* a = response.add_models();
+  a->set_name("fashion");
+  a->set_default_width(32);
+  a->set_default_height(32);
+  a->set_default_sampler("ddim");
+  a->set_default_steps(50);
+  a->set_default_guidance_scale(3);
+  a->add_samplers("ddpm");
+  a->add_samplers("ddim");
+  a->set_is_default(true);
+  auto* b = response.add_models();
+  b->set_name("tiny-random");
+  b->set_default_width(16);
+  b->set_default_height(16);
+  EXPECT_EQ(FormatModelsTable(response),
+            "   NAME         SIZE   SAMPLER  STEPS  GUIDANCE  SAMPLERS   DESCRIPTION\n"
+            "*  fashion      32x32  ddim     50     3         ddpm,ddim\n"
+            "   tiny-random  16x16           0      0\n");
+}
+
+TEST(FormatModelsTable, SaysWhenThereAreNoModels) {
+  EXPECT_NE(FormatModelsTable({}).find("no models"), std::string::npos);
+}
+
+TEST(ExitCode, IsTheStatusCodeNumber) {
+  EXPECT_EQ(ExitCode(absl::OkStatus()), 0);
+  EXPECT_EQ(ExitCode(absl::CancelledError("")), 1);
+  EXPECT_EQ(ExitCode(absl::UnavailableError("")), 14);
+}
+
+// Reads back what a ProgressLine wrote to a temporary file.
+class ProgressLineTest : public ::testing::Test {
+ protected:
+  void SetUp() override { file_ = std::tmpfile(); }
+  void TearDown() override { std::fclose(file_); }
+  std::string Written() {
+    std::fflush(file_);
+    std::rewind(file_);
+    std::string text;
+    for (int c; (c = std::fgetc(file_)) != EOF;) text.push_back(static_cast<char>(c));
+    return text;
+  }
+  std::FILE* file_ = nullptr;
+  const absl::Time t0_ = absl::FromUnixSeconds(1000);
+};
+
+TEST_F(ProgressLineTest, NotInteractiveWritesOneLineAtEachEnd) {
+  ProgressLine progress(file_, /*interactive=*/false);
+  progress.Accepted("j1", 2, t0_);
+  for (uint32_t step = 1; step <= 4; ++step) progress.Step(step, 4, t0_ + absl::Seconds(step));
+  progress.Finish(t0_ + absl::Seconds(4));
+  EXPECT_EQ(Written(), "job j1 accepted (queue position 2)\njob j1: 4/4 steps in 3.000 s\n");
+}
+
+TEST_F(ProgressLineTest, InteractiveRedrawsOneLineWithRateAndEta) {
+  ProgressLine progress(file_, /*interactive=*/true);
+  progress.Accepted("j1", 0, t0_);
+  progress.Step(1, 4, t0_ + absl::Seconds(1));
+  progress.Step(2, 4, t0_ + absl::Seconds(1.5));  // 2 steps/s from step 1
+  progress.Finish(t0_ + absl::Seconds(2));
+  const std::string text = Written();
+  EXPECT_NE(text.find("\rjob j1: queued (position 0)"), std::string::npos) << text;
+  EXPECT_NE(text.find("\rjob j1: step 2/4 [############............] 2.0 steps/s ETA 1.0 s"),
+            std::string::npos)
+      << text;
+  EXPECT_EQ(text.back(), '\n');
+  EXPECT_EQ(text.find('\n'), text.size() - 1);  // one line, ended once
+}
+
+TEST_F(ProgressLineTest, InteractiveSkipsRedrawsFasterThanTheEye) {
+  ProgressLine progress(file_, /*interactive=*/true);
+  progress.Accepted("j1", 0, t0_);
+  progress.Step(1, 100, t0_ + absl::Seconds(1));
+  progress.Step(2, 100, t0_ + absl::Seconds(1.001));  // 1 ms later: not drawn
+  progress.Step(100, 100, t0_ + absl::Seconds(1.002));  // the last step is always drawn
+  const std::string text = Written();
+  EXPECT_EQ(text.find("step 2/100"), std::string::npos) << text;
+  EXPECT_NE(text.find("step 100/100"), std::string::npos) << text;
+}
+
+}  // namespace
+}  // namespace imagegen::client
