@@ -64,7 +64,7 @@ int Generation::DenoiseStep(const std::vector<Generation*>& batch) {
   std::vector<at::Tensor> inputs, timesteps, contexts;
   for (Generation* g : batch) {
     at::Tensor x_in = g->sampler_->ScaleModelInput(g->latents_);
-    const double t = static_cast<double>(g->sampler_->current_timestep());
+    const double t = g->sampler_->current_timestep();
     inputs.push_back(x_in);
     if (g->guided()) inputs.push_back(x_in);
     timesteps.push_back(at::full({g->rows()}, t, x_in.options()));

@@ -1,9 +1,12 @@
 #include "core/math/samplers.h"
 
+#include <algorithm>
 #include <cmath>
+#include <deque>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "core/math/sampler_factories.h"
 
 namespace imagegen {
 
@@ -23,7 +26,7 @@ at::Tensor Sampler::PredictOriginal(const at::Tensor& model_output, const at::Te
       x0 = model_output;
       break;
   }
-  if (schedule_->config().clip_sample) {
+  if (schedule_->config().clip_sample.value_or(true)) {
     const double r = schedule_->config().clip_sample_range;
     x0 = x0.clamp(-r, r);
   }
@@ -32,20 +35,22 @@ at::Tensor Sampler::PredictOriginal(const at::Tensor& model_output, const at::Te
 
 namespace {
 
+std::vector<double> ToDouble(const std::vector<int64_t>& ts) { return {ts.begin(), ts.end()}; }
+
 // DDPM ancestral sampling (Ho et al. 2020): x_{t-1} drawn from the posterior
 // q(x_{t-1} | x_t, x_0) with x_0 predicted by the model, eq. 6-7, and the posterior variance
 // beta-tilde; with epsilon prediction this is eq. 11 plus sigma_t z. As diffusers' DDPMScheduler
-// (variance_type "fixed_small"), skipping timesteps when fewer steps than training timesteps run.
+// (variance_type "fixed_small"), whose previous timestep is t - N // steps whatever the spacing.
 class DdpmSampler : public Sampler {
  public:
-  DdpmSampler(const NoiseSchedule* schedule, std::vector<int64_t> timesteps)
-      : Sampler(schedule, std::move(timesteps)) {}
+  DdpmSampler(const NoiseSchedule* schedule, std::vector<int64_t> timesteps, int num_steps)
+      : Sampler(schedule, ToDouble(timesteps)), stride_(schedule->num_train_timesteps() / num_steps) {}
 
  protected:
   at::Tensor StepImpl(const at::Tensor& model_output, const at::Tensor& sample,
                       NoiseSource& noise) override {
-    const int64_t t = current_timestep();
-    const int64_t prev_t = index_ + 1 < num_calls() ? timesteps_[index_ + 1] : -1;
+    const int64_t t = static_cast<int64_t>(current_timestep());
+    const int64_t prev_t = t - stride_;
     const float alpha_prod_t = schedule_->alpha_bar(static_cast<int>(t));
     const float alpha_prod_t_prev = prev_t >= 0 ? schedule_->alpha_bar(static_cast<int>(prev_t)) : 1.0f;
     const float beta_prod_t = 1.0f - alpha_prod_t;
@@ -67,6 +72,9 @@ class DdpmSampler : public Sampler {
     }
     return prev;
   }
+
+ private:
+  int64_t stride_;
 };
 
 // DDIM (Song et al. 2021, eq. 12): deterministic for eta = 0, with eta * sigma_t of fresh noise
@@ -74,15 +82,16 @@ class DdpmSampler : public Sampler {
 class DdimSampler : public Sampler {
  public:
   DdimSampler(const NoiseSchedule* schedule, std::vector<int64_t> timesteps, double eta, int num_steps)
-      : Sampler(schedule, std::move(timesteps)),
+      : Sampler(schedule, ToDouble(timesteps)),
         eta_(eta),
         stride_(schedule->num_train_timesteps() / num_steps),
-        final_alpha_bar_(schedule->config().set_alpha_to_one ? 1.0f : schedule->alpha_bar(0)) {}
+        final_alpha_bar_(schedule->config().set_alpha_to_one.value_or(true) ? 1.0f
+                                                                            : schedule->alpha_bar(0)) {}
 
  protected:
   at::Tensor StepImpl(const at::Tensor& model_output, const at::Tensor& sample,
                       NoiseSource& noise) override {
-    const int64_t t = current_timestep();
+    const int64_t t = static_cast<int64_t>(current_timestep());
     const int64_t prev_t = t - stride_;
     const float alpha_prod_t = schedule_->alpha_bar(static_cast<int>(t));
     const float alpha_prod_t_prev =
@@ -119,10 +128,158 @@ class DdimSampler : public Sampler {
   float final_alpha_bar_;
 };
 
+// PNDM (Liu et al. 2022): the pseudo linear multistep method (PLMS) on the DDIM-like transfer
+// of eq. 9, with three pseudo Runge-Kutta steps (four model calls each) to warm up its history
+// unless skip_prk_steps, in which case its first step is a second-order (Heun-like) step of two
+// calls, as crowsonkb's PLMS. As diffusers' PNDMScheduler, model call by model call.
+class PndmSampler : public Sampler {
+ public:
+  PndmSampler(const NoiseSchedule* schedule, std::vector<int64_t> prk_timesteps,
+              std::vector<int64_t> plms_timesteps, int num_steps)
+      : Sampler(schedule, Concat(prk_timesteps, plms_timesteps)),
+        prk_timesteps_(std::move(prk_timesteps)),
+        stride_(schedule->num_train_timesteps() / num_steps),
+        final_alpha_bar_(schedule->config().set_alpha_to_one.value_or(false) ? 1.0f
+                                                                             : schedule->alpha_bar(0)) {}
+
+ protected:
+  at::Tensor StepImpl(const at::Tensor& model_output, const at::Tensor& sample,
+                      NoiseSource& noise) override {
+    if (index_ < static_cast<int>(prk_timesteps_.size())) return StepPrk(model_output, sample);
+    return StepPlms(model_output, sample);
+  }
+
+ private:
+  static std::vector<double> Concat(const std::vector<int64_t>& a, const std::vector<int64_t>& b) {
+    std::vector<double> out(a.begin(), a.end());
+    out.insert(out.end(), b.begin(), b.end());
+    return out;
+  }
+
+  // Runge-Kutta 4 in four calls: at t, twice at t - stride/2, at t - stride (Liu et al. eq. 13).
+  at::Tensor StepPrk(at::Tensor model_output, const at::Tensor& sample) {
+    const int c = index_;
+    const int64_t diff_to_prev = c % 2 ? 0 : stride_ / 2;
+    const int64_t prev_t = static_cast<int64_t>(current_timestep()) - diff_to_prev;
+    const int64_t t = prk_timesteps_[c / 4 * 4];
+    switch (c % 4) {
+      case 0:
+        rk_sum_ = rk_sum_.defined() ? rk_sum_ + (1.0 / 6) * model_output : (1.0 / 6) * model_output;
+        ets_.push_back(model_output);
+        cur_sample_ = sample;
+        break;
+      case 1:
+      case 2:
+        rk_sum_ = rk_sum_ + (1.0 / 3) * model_output;
+        break;
+      case 3:
+        model_output = rk_sum_ + (1.0 / 6) * model_output;
+        rk_sum_ = at::Tensor();
+        break;
+    }
+    const at::Tensor& start = cur_sample_.defined() ? cur_sample_ : sample;
+    return PrevSample(start, t, prev_t, model_output);
+  }
+
+  // Adams-Bashforth combinations of the history (Liu et al. eq. 12).
+  at::Tensor StepPlms(at::Tensor model_output, at::Tensor sample) {
+    const int c = index_;
+    int64_t t = static_cast<int64_t>(current_timestep());
+    int64_t prev_t = t - stride_;
+    if (c != 1) {
+      while (ets_.size() > 3) ets_.pop_front();
+      ets_.push_back(model_output);
+    } else {
+      prev_t = t;
+      t = t + stride_;
+    }
+    const size_t n = ets_.size();
+    if (n == 1 && c == 0) {
+      cur_sample_ = sample;
+    } else if (n == 1 && c == 1) {
+      model_output = (model_output + ets_[n - 1]) / 2;
+      sample = cur_sample_;
+      cur_sample_ = at::Tensor();
+    } else if (n == 2) {
+      model_output = (3 * ets_[n - 1] - ets_[n - 2]) / 2;
+    } else if (n == 3) {
+      model_output = (23 * ets_[n - 1] - 16 * ets_[n - 2] + 5 * ets_[n - 3]) / 12;
+    } else {
+      model_output = (1.0 / 24) * (55 * ets_[n - 1] - 59 * ets_[n - 2] + 37 * ets_[n - 3] - 9 * ets_[n - 4]);
+    }
+    return PrevSample(sample, t, prev_t, model_output);
+  }
+
+  // The transfer x_t -> x_{t - delta} of Liu et al. 2022, eq. 9 (diffusers' _get_prev_sample).
+  at::Tensor PrevSample(const at::Tensor& sample, int64_t t, int64_t prev_t, at::Tensor model_output) const {
+    const float alpha_prod_t = schedule_->alpha_bar(static_cast<int>(t));
+    const float alpha_prod_t_prev =
+        prev_t >= 0 ? schedule_->alpha_bar(static_cast<int>(prev_t)) : final_alpha_bar_;
+    const float beta_prod_t = 1.0f - alpha_prod_t;
+    const float beta_prod_t_prev = 1.0f - alpha_prod_t_prev;
+    if (schedule_->config().prediction_type == PredictionType::kVPrediction) {
+      model_output = std::sqrt(alpha_prod_t) * model_output + std::sqrt(beta_prod_t) * sample;
+    }
+    const float sample_coeff = std::sqrt(alpha_prod_t_prev / alpha_prod_t);
+    const float model_output_denom_coeff =
+        alpha_prod_t * std::sqrt(beta_prod_t_prev) + std::sqrt(alpha_prod_t * beta_prod_t * alpha_prod_t_prev);
+    return sample_coeff * sample - (alpha_prod_t_prev - alpha_prod_t) * model_output / model_output_denom_coeff;
+  }
+
+  std::vector<int64_t> prk_timesteps_;
+  int64_t stride_;
+  float final_alpha_bar_;
+  std::deque<at::Tensor> ets_;  // model outputs of past steps, at most the last 4
+  at::Tensor rk_sum_;           // weighted sum of the current Runge-Kutta step's outputs
+  at::Tensor cur_sample_;       // the sample the current two- or four-call step started from
+};
+
+absl::StatusOr<std::unique_ptr<Sampler>> CreatePndmSampler(const NoiseSchedule* schedule, int num_steps) {
+  const SchedulerConfig& c = schedule->config();
+  if (c.prediction_type == PredictionType::kSample) {
+    return internal::UnsupportedSetting("pndm", "prediction_type", "\"sample\"",
+                                        "PNDM needs epsilon or v_prediction");
+  }
+  // diffusers' _timesteps, ascending.
+  std::vector<int64_t> ts = schedule->InferenceTimesteps(num_steps);
+  std::reverse(ts.begin(), ts.end());
+  std::vector<int64_t> prk, plms;
+  if (c.skip_prk_steps) {
+    // concatenate([ts[:-1], ts[-2:-1], ts[-1:]])[::-1]: the second timestep twice.
+    plms.assign(ts.begin(), ts.end() - 1);
+    if (ts.size() >= 2) plms.push_back(ts[ts.size() - 2]);
+    plms.push_back(ts.back());
+    std::reverse(plms.begin(), plms.end());
+  } else {
+    constexpr int kOrder = 4;
+    if (num_steps < kOrder) {
+      return internal::UnsupportedSetting(
+          "pndm", "skip_prk_steps", "false",
+          absl::StrCat("its Runge-Kutta warm-up needs at least 4 steps; got ", num_steps));
+    }
+    const int64_t half = schedule->num_train_timesteps() / num_steps / 2;
+    // ts[-4:].repeat(2) + tile([0, half], 4), then [:-1].repeat(2)[1:-1][::-1].
+    std::vector<int64_t> grid;
+    for (int i = num_steps - kOrder; i < num_steps; ++i) {
+      grid.push_back(ts[i]);
+      grid.push_back(ts[i] + half);
+    }
+    grid.pop_back();
+    std::vector<int64_t> doubled;
+    for (int64_t v : grid) doubled.insert(doubled.end(), {v, v});
+    prk.assign(doubled.begin() + 1, doubled.end() - 1);
+    std::reverse(prk.begin(), prk.end());
+    plms.assign(ts.begin(), ts.end() - 3);
+    std::reverse(plms.begin(), plms.end());
+  }
+  return std::make_unique<PndmSampler>(schedule, std::move(prk), std::move(plms), num_steps);
+}
+
 }  // namespace
 
 const std::vector<std::string>& SamplerNames() {
-  static const auto* names = new std::vector<std::string>{"ddpm", "ddim"};
+  static const auto* names = new std::vector<std::string>{
+      "ddpm", "ddim", "pndm", "euler", "euler_a", "heun", "dpmpp_2m", "dpmpp_2m_karras", "unipc"};
   return *names;
 }
 
@@ -137,11 +294,20 @@ absl::StatusOr<std::unique_ptr<Sampler>> CreateSampler(absl::string_view name,
   if (!(options.eta >= 0 && options.eta <= 1)) {
     return absl::InvalidArgumentError(absl::StrCat("eta is ", options.eta, "; allowed [0, 1]"));
   }
-  std::vector<int64_t> ts = schedule->InferenceTimesteps(num_steps);
-  if (name == "ddpm") return std::make_unique<DdpmSampler>(schedule, std::move(ts));
-  if (name == "ddim") {
-    return std::make_unique<DdimSampler>(schedule, std::move(ts), options.eta, num_steps);
+  if (name == "ddpm") {
+    return std::make_unique<DdpmSampler>(schedule, schedule->InferenceTimesteps(num_steps), num_steps);
   }
+  if (name == "ddim") {
+    return std::make_unique<DdimSampler>(schedule, schedule->InferenceTimesteps(num_steps), options.eta,
+                                         num_steps);
+  }
+  if (name == "pndm") return CreatePndmSampler(schedule, num_steps);
+  if (name == "euler") return internal::CreateEulerSampler(schedule, num_steps);
+  if (name == "euler_a") return internal::CreateEulerAncestralSampler(schedule, num_steps);
+  if (name == "heun") return internal::CreateHeunSampler(schedule, num_steps);
+  if (name == "dpmpp_2m") return internal::CreateDpmSolverSampler(schedule, num_steps, false);
+  if (name == "dpmpp_2m_karras") return internal::CreateDpmSolverSampler(schedule, num_steps, true);
+  if (name == "unipc") return internal::CreateUniPcSampler(schedule, num_steps);
   return absl::InvalidArgumentError(absl::StrCat("sampler is \"", name, "\"; supported: ",
                                                  absl::StrJoin(SamplerNames(), ", ")));
 }

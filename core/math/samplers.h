@@ -1,25 +1,36 @@
-// Samplers: the reverse process of a diffusion model, one step at a time.
+// Samplers: the reverse process of a diffusion model, one model call at a time.
 //
-// A Sampler holds the state of one job's reverse process (its timesteps, its position, any
-// history a multistep method keeps). It never calls the model: the engine gathers the rows of
-// many jobs, makes one batched model call with a per-row timestep, and hands each job's slice of
-// the output back to that job's Sampler::Step. So jobs with different samplers, step counts and
-// guidance scales can share one UNet call.
+// A Sampler holds the state of one job's reverse process (its timesteps, its noise levels, its
+// position, any history a multistep method keeps). It never calls the model: the engine gathers
+// the rows of many jobs, makes one batched model call with a per-row timestep, and hands each
+// job's slice of the output back to that job's Sampler::Step. So jobs with different samplers,
+// step counts and guidance scales can share one UNet call.
 //
-// Each sampler reproduces the diffusers scheduler of the same name to float rounding
-// (tests/data/sampler_vectors.json).
+// Each sampler reproduces the diffusers scheduler it is named after, in float32 with diffusers'
+// order of operations (tests/data/sampler_vectors.json):
+//   ddpm             DDPMScheduler                   Ho et al. 2020
+//   ddim             DDIMScheduler (eta)             Song et al. 2021
+//   pndm             PNDMScheduler                   Liu et al. 2022 (PLMS; PRK warm-up unless
+//                                                    skip_prk_steps)
+//   euler            EulerDiscreteScheduler          Karras et al. 2022, Algorithm 2 without churn
+//   euler_a          EulerAncestralDiscreteScheduler k-diffusion's sample_euler_ancestral
+//   heun             HeunDiscreteScheduler           Karras et al. 2022, Algorithm 1
+//   dpmpp_2m         DPMSolverMultistepScheduler     Lu et al. 2022 (DPM-Solver++)
+//   dpmpp_2m_karras  the same with use_karras_sigmas forced on
+//   unipc            UniPCMultistepScheduler         Zhao et al. 2023
+// Every sampler reads the model's one SchedulerConfig, as diffusers' `from_config` does.
 #ifndef IMAGEGEN_CORE_MATH_SAMPLERS_H_
 #define IMAGEGEN_CORE_MATH_SAMPLERS_H_
 
 #include <cstdint>
 #include <memory>
 #include <string>
-#include "absl/strings/string_view.h"
 #include <vector>
 
 #include <ATen/ATen.h>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "core/math/noise_schedule.h"
 
 namespace imagegen {
@@ -44,18 +55,24 @@ class Sampler {
  public:
   virtual ~Sampler() = default;
 
-  // The timestep of every model call, in order (diffusers' `timesteps`).
-  const std::vector<int64_t>& timesteps() const { return timesteps_; }
+  // The timestep of every model call, in order (diffusers' `timesteps`). Samplers that call the
+  // model twice per step (heun, and pndm's first step) repeat entries. The Euler family's
+  // timesteps are fractional (float32 values).
+  const std::vector<double>& timesteps() const { return timesteps_; }
+  // The noise level sigma of every model call plus the final one (diffusers' `sigmas`); empty
+  // for ddpm, ddim and pndm, which step on alpha-bar.
+  const std::vector<float>& sigmas() const { return sigmas_; }
   int num_calls() const { return static_cast<int>(timesteps_.size()); }
   // Model calls done so far.
   int call_index() const { return index_; }
   bool done() const { return index_ >= num_calls(); }
-  // The timestep of the next model call. REQUIRES: !done().
-  int64_t current_timestep() const { return timesteps_[index_]; }
+  // The timestep to pass to the model for the next call. REQUIRES: !done().
+  double current_timestep() const { return timesteps_[index_]; }
 
-  // What the initial Gaussian latent is multiplied by.
+  // What the initial standard-normal latent is multiplied by.
   virtual double init_noise_sigma() const { return 1.0; }
-  // The model input for the current call (identity for DDPM and DDIM).
+  // The model input for the next call: the sample divided by sqrt(sigma^2 + 1) for the Euler
+  // family, the sample itself for the others. REQUIRES: !done().
   virtual at::Tensor ScaleModelInput(const at::Tensor& sample) const { return sample; }
   // Consumes the model's output for the current call and returns the next sample.
   // REQUIRES: !done(); `model_output` and `sample` have the same shape.
@@ -66,26 +83,28 @@ class Sampler {
   }
 
  protected:
-  Sampler(const NoiseSchedule* schedule, std::vector<int64_t> timesteps)
-      : schedule_(schedule), timesteps_(std::move(timesteps)) {}
+  Sampler(const NoiseSchedule* schedule, std::vector<double> timesteps, std::vector<float> sigmas = {})
+      : schedule_(schedule), timesteps_(std::move(timesteps)), sigmas_(std::move(sigmas)) {}
   virtual at::Tensor StepImpl(const at::Tensor& model_output, const at::Tensor& sample,
                               NoiseSource& noise) = 0;
 
   // x_0 predicted from the model output at timestep t, per prediction_type, clipped when the
-  // config says so.
+  // config says so (DDPM/DDIM's default: clip).
   at::Tensor PredictOriginal(const at::Tensor& model_output, const at::Tensor& sample,
                              int64_t t) const;
 
   const NoiseSchedule* schedule_;  // Not owned; outlives the sampler.
-  std::vector<int64_t> timesteps_;
+  std::vector<double> timesteps_;
+  std::vector<float> sigmas_;
   int index_ = 0;
 };
 
 // The sampler names imagegen accepts, in the order ListModels shows them.
 const std::vector<std::string>& SamplerNames();
 
-// Creates the state of one job's reverse process. INVALID_ARGUMENT names an unknown sampler or a
-// step count outside 1..num_train_timesteps. `schedule` must outlive the sampler.
+// Creates the state of one job's reverse process. INVALID_ARGUMENT names an unknown sampler, a
+// step count outside 1..num_train_timesteps, or a setting of the model's scheduler config that
+// this sampler does not support (key and value). `schedule` must outlive the sampler.
 absl::StatusOr<std::unique_ptr<Sampler>> CreateSampler(absl::string_view name,
                                                        const NoiseSchedule* schedule,
                                                        int num_steps,
