@@ -5,6 +5,7 @@
 #
 #   scripts/setup.sh            build + test + training dependencies (the default)
 #   scripts/setup.sh runtime    only what the server needs at run time (the Docker runtime stage)
+#   scripts/setup.sh list-runtime   prints the runtime packages (tests/check_runtime_deps.sh)
 set -euo pipefail
 
 build_packages=(
@@ -18,14 +19,15 @@ build_packages=(
   dataset-fashion-mnist
 )
 runtime_packages=(
-  libtorch1.13 libopenblas0-openmp libgrpc++1.51 libgrpc29 libprotobuf32
-  libprometheus-cpp-core1.0 libprometheus-cpp-pull1.0 libpng16-16 ca-certificates
+  libtorch1.13 libopenblas0-openmp libgrpc++1.51 libgrpc29 libprotobuf32 libabsl20220623
+  libprometheus-cpp-core1.0 libprometheus-cpp-pull1.0 libpng16-16 libstdc++6
 )
 
 case "${1:-build}" in
   build) wanted=("${build_packages[@]}") ;;
   runtime) wanted=("${runtime_packages[@]}") ;;
-  *) echo "usage: $0 [build|runtime]" >&2; exit 2 ;;
+  list-runtime) printf '%s\n' "${runtime_packages[@]}"; exit 0 ;;
+  *) echo "usage: $0 [build|runtime|list-runtime]" >&2; exit 2 ;;
 esac
 
 missing=()

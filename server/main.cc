@@ -28,7 +28,7 @@ ABSL_FLAG(std::string, default_model, "",
           "Model used when a request names none; empty: the first bundle by folder name.");
 ABSL_FLAG(int, max_queue, 64, "Jobs that may wait in the queue; beyond it requests get RESOURCE_EXHAUSTED.");
 ABSL_FLAG(std::string, device, "cpu", "Torch device of the worker: cpu or cuda:N.");
-ABSL_FLAG(int, intra_op_threads, 0, "LibTorch threads of the worker; 0: one per hardware thread.");
+ABSL_FLAG(int, intra_op_threads, 0, "LibTorch intra-op threads of the worker; 0: LibTorch's default (one per physical core).");
 ABSL_FLAG(int, interop_threads, 1, "LibTorch inter-op threads (process-wide).");
 ABSL_FLAG(int, max_steps, 200, "Largest steps a request may ask for.");
 ABSL_FLAG(int, max_images, 8, "Largest num_images a request may ask for.");

@@ -170,11 +170,7 @@ void Engine::WorkerLoop() {
   if (options_.intra_op_threads > 0) at::set_num_threads(options_.intra_op_threads);
   c10::InferenceMode inference_mode;
   while (std::shared_ptr<Job> job = NextJob()) {
-    RunJob(*job);
-    {
-      absl::MutexLock lock(&mu_);
-      jobs_.erase(job->request.job_id);
-    }
+    RunJob(*job);  // Finish has removed it from jobs_.
     if (observer_) observer_->OnActiveJobs(0);
   }
 }
@@ -247,6 +243,14 @@ void Engine::RunJob(Job& job) {
 }
 
 void Engine::Finish(Job& job, absl::Status status, JobResult* result) {
+  {
+    // Free the id before the listener hears the end: a client told its job is over may reuse
+    // the id (or find CancelJob answering NOT_FOUND) at once. A queued job was removed by its
+    // canceller; compare pointers so that a newer job with the same id stays.
+    absl::MutexLock lock(&mu_);
+    auto it = jobs_.find(job.request.job_id);
+    if (it != jobs_.end() && it->second.get() == &job) jobs_.erase(it);
+  }
   const absl::Duration total = absl::Now() - job.accepted_at;
   const int images = result ? static_cast<int>(result->images.size()) : 0;
   if (observer_) observer_->OnJobFinished(job.request.model, OutcomeOf(status), total, images);

@@ -36,7 +36,7 @@ class Engine {
     int max_queue = 64;
     // Torch device of the worker: "cpu" or "cuda:N".
     std::string device = "cpu";
-    // LibTorch intra-op threads of the worker; 0: one per hardware thread.
+    // LibTorch intra-op threads of the worker; 0: LibTorch's default (one per physical core).
     int intra_op_threads = 0;
     RequestLimits limits;
   };

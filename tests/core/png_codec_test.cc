@@ -1,0 +1,88 @@
+// PNG encoding and decoding through libpng.
+#include "core/image/png_codec.h"
+
+#include <string>
+
+#include <gtest/gtest.h>
+
+namespace imagegen {
+namespace {
+
+// Pixels whose every byte differs from its neighbours, so that a swapped channel, row or
+// column shows.
+RasterImage Pattern(int width, int height, int channels) {
+  RasterImage image;
+  image.width = width;
+  image.height = height;
+  image.channels = channels;
+  for (int i = 0; i < width * height * channels; ++i) image.pixels.push_back(static_cast<uint8_t>((i * 37 + 11) % 256));
+  return image;
+}
+
+void ExpectRoundTrip(const RasterImage& image) {
+  auto png = EncodePng(image);
+  ASSERT_TRUE(png.ok()) << png.status();
+  ASSERT_GE(png->size(), 8u);
+  EXPECT_EQ(png->substr(0, 8), std::string("\x89PNG\r\n\x1a\n", 8));
+  auto decoded = DecodePng(*png);
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  EXPECT_EQ(decoded->width, image.width);
+  EXPECT_EQ(decoded->height, image.height);
+  EXPECT_EQ(decoded->channels, image.channels);
+  EXPECT_EQ(decoded->pixels, image.pixels);
+}
+
+TEST(PngCodec, GrayRoundTripIsExact) { ExpectRoundTrip(Pattern(7, 5, 1)); }
+
+TEST(PngCodec, RgbRoundTripIsExact) { ExpectRoundTrip(Pattern(5, 7, 3)); }
+
+TEST(PngCodec, RgbaRoundTripIsExact) { ExpectRoundTrip(Pattern(3, 2, 4)); }
+
+TEST(PngCodec, OnePixelRoundTrips) { ExpectRoundTrip(Pattern(1, 1, 1)); }
+
+TEST(PngCodec, UndecodableBytesAreInvalidArgument) {
+  for (const std::string& data : {std::string(), std::string("not a png at all"),
+                                  std::string("\x89PNG\r\n\x1a\n", 8) + std::string(40, '\0')}) {
+    auto decoded = DecodePng(data);
+    ASSERT_FALSE(decoded.ok()) << "decoded " << data.size() << " bytes";
+    EXPECT_EQ(decoded.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(decoded.status().message().find("not a decodable PNG"), absl::string_view::npos)
+        << decoded.status();
+  }
+}
+
+TEST(PngCodec, TruncatedPngIsInvalidArgument) {
+  auto png = EncodePng(Pattern(16, 16, 3));
+  ASSERT_TRUE(png.ok()) << png.status();
+  auto decoded = DecodePng(absl::string_view(*png).substr(0, png->size() / 2));
+  ASSERT_FALSE(decoded.ok());
+  EXPECT_EQ(decoded.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(PngCodec, PixelCountThatDoesNotMatchTheSizeIsRejected) {
+  RasterImage image = Pattern(4, 4, 3);
+  image.pixels.pop_back();
+  auto png = EncodePng(image);
+  ASSERT_FALSE(png.ok());
+  EXPECT_EQ(png.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(png.status().message().find("4x4x3"), absl::string_view::npos) << png.status();
+  EXPECT_NE(png.status().message().find("47 bytes"), absl::string_view::npos) << png.status();
+
+  image = Pattern(4, 4, 1);
+  image.width = 5;
+  EXPECT_EQ(EncodePng(image).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(PngCodec, EmptyOrUnsupportedShapesAreRejected) {
+  RasterImage empty;
+  empty.channels = 1;
+  EXPECT_EQ(EncodePng(empty).status().code(), absl::StatusCode::kInvalidArgument);
+  RasterImage two_channels = Pattern(2, 2, 2);
+  auto png = EncodePng(two_channels);
+  ASSERT_FALSE(png.ok());
+  EXPECT_EQ(png.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(png.status().message().find("channels"), absl::string_view::npos) << png.status();
+}
+
+}  // namespace
+}  // namespace imagegen

@@ -1,0 +1,515 @@
+// The gRPC service end to end in one process: a real ImageGenServer (gRPC, health, Prometheus
+// endpoint) on loopback ports with the tiny exported bundle, called over a real channel.
+//
+// Where a test needs the worker busy at a known point it pins it through the server's engine
+// with FakeJobListener::BlockAtStep (tests/support/fake_job_listener.h); the gRPC calls under
+// test then queue behind that job deterministically. Two tests cancel a job that runs over gRPC;
+// they rely only on a 200-step, 8-image job outlasting one loopback round trip (see there).
+#include <algorithm>
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <grpcpp/create_channel.h>
+#include <grpcpp/generic/generic_stub.h>
+#include <grpcpp/security/credentials.h>
+#include <grpcpp/support/byte_buffer.h>
+#include <gtest/gtest.h>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/synchronization/notification.h"
+#include "core/image/png_codec.h"
+#include "core/math/samplers.h"
+#include "imagegen/v1/imagegen.grpc.pb.h"
+#include "server/server.h"
+#include "tests/support/fake_job_listener.h"
+#include "tests/support/http_get.h"
+#include "tests/support/test_bundle.h"
+
+namespace imagegen {
+namespace {
+
+using test::FakeJobListener;
+
+constexpr auto kCallTimeout = std::chrono::seconds(60);
+
+// A small valid request: 3 steps of one 32x32 image with the model's default guidance.
+v1::GenerateRequest SmallRequest() {
+  v1::GenerateRequest r;
+  r.set_prompt("a photo of a dress");
+  r.set_steps(3);
+  r.set_seed(5);
+  return r;
+}
+
+// A request that keeps the worker busy for hundreds of UNet calls of 16 rows: long enough that
+// a client always gets to act on its first progress event before the job could end.
+v1::GenerateRequest LongRequest(const std::string& job_id) {
+  v1::GenerateRequest r = SmallRequest();
+  r.set_job_id(job_id);
+  r.set_steps(200);
+  r.set_num_images(8);
+  return r;
+}
+
+struct StreamOutcome {
+  std::vector<v1::GenerateEvent> events;
+  grpc::Status status;
+};
+
+// The sum of the samples of `name` whose labels include every one of `labels` (each written
+// `key="value"`), from Prometheus' text format; nullopt when no sample matches.
+std::optional<double> SumSamples(const std::string& metrics, const std::string& name,
+                                 const std::vector<std::string>& labels) {
+  std::optional<double> sum;
+  for (absl::string_view line : absl::StrSplit(metrics, '\n')) {
+    if (!absl::StartsWith(line, name + "{") && !absl::StartsWith(line, name + " ")) continue;
+    const size_t value_at = line.rfind(' ');
+    const absl::string_view series = line.substr(0, value_at);
+    bool match = true;
+    for (const std::string& label : labels) match = match && absl::StrContains(series, label);
+    double value;
+    if (match && absl::SimpleAtod(line.substr(value_at + 1), &value)) sum = sum.value_or(0) + value;
+  }
+  return sum;
+}
+
+class ImageGeneratorServiceTest : public ::testing::Test {
+ protected:
+  virtual int MaxQueue() { return 64; }
+
+  void SetUp() override {
+    ServerOptions options;
+    options.listen = "127.0.0.1:0";
+    options.metrics_listen = "127.0.0.1:0";
+    options.model_dir = test::TestBundleDir();
+    options.engine.max_queue = MaxQueue();
+    options.engine.intra_op_threads = 1;  // ctest runs two test processes on two cores
+    auto server = ImageGenServer::Start(options);
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = *std::move(server);
+    ASSERT_GT(server_->port(), 0);
+    ASSERT_GT(server_->metrics_port(), 0);
+    channel_ = grpc::CreateChannel(absl::StrCat("127.0.0.1:", server_->port()), grpc::InsecureChannelCredentials());
+    stub_ = v1::ImageGenerator::NewStub(channel_);
+  }
+
+  void TearDown() override {
+    // A pinned worker must be let go before the server shuts its engine down.
+    for (const auto& listener : pinned_) listener->Release();
+    stub_.reset();
+    channel_.reset();
+    server_.reset();
+  }
+
+  static std::unique_ptr<grpc::ClientContext> NewContext() {
+    auto context = std::make_unique<grpc::ClientContext>();
+    context->set_deadline(std::chrono::system_clock::now() + kCallTimeout);
+    return context;
+  }
+
+  StreamOutcome Generate(const v1::GenerateRequest& request) {
+    auto context = NewContext();
+    auto reader = stub_->Generate(context.get(), request);
+    StreamOutcome out;
+    v1::GenerateEvent event;
+    while (reader->Read(&event)) out.events.push_back(event);
+    out.status = reader->Finish();
+    return out;
+  }
+
+  grpc::Status GenerateImages(const v1::GenerateRequest& request, v1::GenerateResponse* response) {
+    auto context = NewContext();
+    return stub_->GenerateImages(context.get(), request, response);
+  }
+
+  grpc::Status CancelJob(const std::string& job_id, v1::CancelJobResponse* response) {
+    auto context = NewContext();
+    v1::CancelJobRequest request;
+    request.set_job_id(job_id);
+    return stub_->CancelJob(context.get(), request, response);
+  }
+
+  // Holds the server's only worker inside an engine job (submitted in-process, not over gRPC)
+  // until TearDown or Release.
+  std::shared_ptr<FakeJobListener> PinWorker(const std::string& job_id) {
+    auto listener = std::make_shared<FakeJobListener>();
+    pinned_.push_back(listener);
+    listener->BlockAtStep(1);
+    const absl::Status status = server_->engine().Submit(test::TinyJobRequest(job_id, 5), listener);
+    EXPECT_TRUE(status.ok()) << status;
+    EXPECT_TRUE(listener->WaitUntilBlocked()) << "the worker never started the pinning job";
+    return listener;
+  }
+
+  std::string ScrapeMetrics() {
+    auto text = test::HttpGet(server_->metrics_port(), "/metrics");
+    EXPECT_TRUE(text.ok()) << text.status();
+    return text.ok() ? *text : std::string();
+  }
+
+  std::unique_ptr<ImageGenServer> server_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::ImageGenerator::Stub> stub_;
+  std::vector<std::shared_ptr<FakeJobListener>> pinned_;
+};
+
+void ExpectPng(const v1::Image& image, int width, int height, int channels) {
+  EXPECT_EQ(image.format(), v1::IMAGE_FORMAT_PNG);
+  EXPECT_EQ(static_cast<int>(image.width()), width);
+  EXPECT_EQ(static_cast<int>(image.height()), height);
+  auto raster = DecodePng(image.data());
+  ASSERT_TRUE(raster.ok()) << raster.status();
+  EXPECT_EQ(raster->width, width);
+  EXPECT_EQ(raster->height, height);
+  EXPECT_EQ(raster->channels, channels);
+}
+
+TEST_F(ImageGeneratorServiceTest, GenerateStreamsAcceptedThenProgressThenOneResult) {
+  v1::GenerateRequest request = SmallRequest();
+  request.set_width(40);
+  request.set_height(24);
+  request.set_steps(6);
+  request.set_num_images(2);
+  request.mutable_preview()->set_every_n_steps(3);
+  const StreamOutcome out = Generate(request);
+  ASSERT_TRUE(out.status.ok()) << out.status.error_message();
+  ASSERT_GE(out.events.size(), 3u);
+
+  ASSERT_TRUE(out.events.front().has_accepted());
+  const std::string job_id = out.events.front().accepted().job_id();
+  EXPECT_TRUE(absl::StartsWith(job_id, "job-")) << job_id;
+  EXPECT_EQ(out.events.front().accepted().queue_position(), 0u);
+
+  // A client that reads slower than the worker steps sees only the newest progress (the server
+  // replaces a pending one), so steps rise but may skip; the last step is always sent.
+  int last_step = 0;
+  for (size_t i = 1; i + 1 < out.events.size(); ++i) {
+    const v1::GenerateEvent& e = out.events[i];
+    ASSERT_TRUE(e.has_progress()) << "event " << i << ": " << e.ShortDebugString().substr(0, 200);
+    EXPECT_GT(static_cast<int>(e.progress().step()), last_step);
+    EXPECT_EQ(e.progress().total_steps(), 6u);
+    last_step = static_cast<int>(e.progress().step());
+    if (e.progress().previews_size() == 0) continue;
+    EXPECT_EQ(last_step % 3, 0) << "a preview on step " << last_step;
+    ASSERT_EQ(e.progress().previews_size(), 2);
+    for (int k = 0; k < 2; ++k) {
+      EXPECT_EQ(e.progress().previews(k).index(), static_cast<uint32_t>(k));
+      ExpectPng(e.progress().previews(k), 40, 24, 3);
+    }
+  }
+  EXPECT_EQ(last_step, 6);
+  EXPECT_EQ(out.events[out.events.size() - 2].progress().previews_size(), 2) << "the last step had no previews";
+
+  ASSERT_TRUE(out.events.back().has_result());
+  const v1::GenerateResponse& result = out.events.back().result();
+  EXPECT_EQ(result.job_id(), job_id);
+  EXPECT_EQ(result.model(), test::kTinyModel);
+  EXPECT_EQ(result.sampler(), "ddim");
+  EXPECT_EQ(result.steps(), 6u);
+  EXPECT_FLOAT_EQ(result.guidance_scale(), 3.0f);
+  ASSERT_EQ(result.images_size(), 2);
+  for (int k = 0; k < 2; ++k) {
+    EXPECT_EQ(result.images(k).index(), static_cast<uint32_t>(k));
+    EXPECT_EQ(result.images(k).seed(), 5u + k);
+    ExpectPng(result.images(k), 40, 24, test::kTinyImageChannels);
+  }
+  EXPECT_GE(result.timings().total_seconds(), result.timings().denoise_seconds());
+}
+
+TEST_F(ImageGeneratorServiceTest, GenerateImagesAnswersWithTheResultOnly) {
+  v1::GenerateRequest request = SmallRequest();
+  request.set_job_id("unary-1");
+  request.mutable_preview()->set_every_n_steps(1);  // ignored by GenerateImages
+  v1::GenerateResponse response;
+  const grpc::Status status = GenerateImages(request, &response);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(response.job_id(), "unary-1");
+  EXPECT_EQ(response.model(), test::kTinyModel);
+  EXPECT_EQ(response.steps(), 3u);
+  ASSERT_EQ(response.images_size(), 1);
+  EXPECT_EQ(response.images(0).seed(), 5u);
+  ExpectPng(response.images(0), test::kTinySide, test::kTinySide, test::kTinyImageChannels);
+  EXPECT_GT(response.timings().total_seconds(), 0);
+}
+
+TEST_F(ImageGeneratorServiceTest, BothMethodsMakeTheSameImageFromTheSameSeed) {
+  v1::GenerateResponse unary;
+  ASSERT_TRUE(GenerateImages(SmallRequest(), &unary).ok());
+  const StreamOutcome stream = Generate(SmallRequest());
+  ASSERT_TRUE(stream.status.ok()) << stream.status.error_message();
+  ASSERT_TRUE(stream.events.back().has_result());
+  ASSERT_EQ(unary.images_size(), 1);
+  ASSERT_EQ(stream.events.back().result().images_size(), 1);
+  EXPECT_EQ(unary.images(0).data(), stream.events.back().result().images(0).data());
+}
+
+TEST_F(ImageGeneratorServiceTest, ListModelsDescribesTheBundle) {
+  auto context = NewContext();
+  v1::ListModelsResponse response;
+  const grpc::Status status = stub_->ListModels(context.get(), v1::ListModelsRequest(), &response);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  ASSERT_EQ(response.models_size(), 1);
+  const v1::ModelInfo& m = response.models(0);
+  EXPECT_EQ(m.name(), test::kTinyModel);
+  EXPECT_TRUE(m.is_default());
+  EXPECT_EQ(m.default_width(), static_cast<uint32_t>(test::kTinySide));
+  EXPECT_EQ(m.default_height(), static_cast<uint32_t>(test::kTinySide));
+  EXPECT_EQ(m.size_multiple(), 8u);
+  EXPECT_EQ(m.default_sampler(), "ddim");
+  EXPECT_EQ(m.default_steps(), 30u);
+  EXPECT_FLOAT_EQ(m.default_guidance_scale(), 3.0f);
+  const std::vector<std::string> samplers(m.samplers().begin(), m.samplers().end());
+  EXPECT_EQ(samplers, SamplerNames());
+  EXPECT_NE(std::find(samplers.begin(), samplers.end(), "ddpm"), samplers.end());
+  EXPECT_NE(std::find(samplers.begin(), samplers.end(), "ddim"), samplers.end());
+  EXPECT_EQ(m.max_prompt_tokens(), static_cast<uint32_t>(test::kTinyMaxLength));
+  EXPECT_FALSE(m.description().empty());
+}
+
+TEST_F(ImageGeneratorServiceTest, CancelJobEndsARunningStreamCancelled) {
+  auto context = NewContext();
+  auto reader = stub_->Generate(context.get(), LongRequest("cancel-me"));
+  v1::GenerateEvent event;
+  ASSERT_TRUE(reader->Read(&event));
+  ASSERT_TRUE(event.has_accepted());
+  ASSERT_TRUE(reader->Read(&event));
+  ASSERT_TRUE(event.has_progress()) << "the job is running";
+  // From here the job has 199 steps of 16 rows to go: far longer than this round trip.
+  v1::CancelJobResponse cancel;
+  const grpc::Status cancel_status = CancelJob("cancel-me", &cancel);
+  ASSERT_TRUE(cancel_status.ok()) << cancel_status.error_message();
+  EXPECT_TRUE(cancel.cancelled());
+
+  int last_step = static_cast<int>(event.progress().step());
+  while (reader->Read(&event)) {
+    ASSERT_TRUE(event.has_progress()) << "a cancelled job sent " << event.ShortDebugString().substr(0, 200);
+    last_step = static_cast<int>(event.progress().step());
+  }
+  const grpc::Status status = reader->Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::CANCELLED) << status.error_message();
+  EXPECT_TRUE(absl::StrContains(status.error_message(), "cancel-me")) << status.error_message();
+  EXPECT_LT(last_step, 200);
+
+  // The job is gone: a second cancel finds nothing.
+  const grpc::Status again = CancelJob("cancel-me", &cancel);
+  EXPECT_EQ(again.error_code(), grpc::StatusCode::NOT_FOUND) << again.error_message();
+}
+
+TEST_F(ImageGeneratorServiceTest, CancelJobOfAnUnknownOrEmptyIdIsRefused) {
+  v1::CancelJobResponse response;
+  const grpc::Status unknown = CancelJob("no-such-job", &response);
+  EXPECT_EQ(unknown.error_code(), grpc::StatusCode::NOT_FOUND) << unknown.error_message();
+  EXPECT_TRUE(absl::StrContains(unknown.error_message(), "no-such-job")) << unknown.error_message();
+  const grpc::Status empty = CancelJob("", &response);
+  EXPECT_EQ(empty.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << empty.error_message();
+  EXPECT_TRUE(absl::StrContains(empty.error_message(), "job_id")) << empty.error_message();
+}
+
+TEST_F(ImageGeneratorServiceTest, ClientCancelEndsTheRunningJobAndTheServerServesTheNext) {
+  {
+    auto context = NewContext();
+    auto reader = stub_->Generate(context.get(), LongRequest("walk-away"));
+    v1::GenerateEvent event;
+    ASSERT_TRUE(reader->Read(&event));
+    ASSERT_TRUE(event.has_accepted());
+    ASSERT_TRUE(reader->Read(&event));
+    ASSERT_TRUE(event.has_progress()) << "the job is running";
+    context->TryCancel();
+    while (reader->Read(&event)) {
+    }
+    EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  }
+  // The worker runs jobs in order, so this one starts only after "walk-away" has ended.
+  v1::GenerateResponse response;
+  const grpc::Status next = GenerateImages(SmallRequest(), &response);
+  ASSERT_TRUE(next.ok()) << next.error_message();
+  EXPECT_EQ(response.images_size(), 1);
+  EXPECT_FALSE(server_->engine().Cancel("walk-away")) << "the abandoned job still runs";
+  // And it ended cancelled, not by running to completion.
+  const std::string metrics = ScrapeMetrics();
+  EXPECT_EQ(SumSamples(metrics, "imagegen_requests_total", {"outcome=\"cancelled\""}), 1.0) << metrics;
+  EXPECT_EQ(SumSamples(metrics, "imagegen_requests_total", {"outcome=\"ok\""}), 1.0) << metrics;
+}
+
+TEST_F(ImageGeneratorServiceTest, DuplicateJobIdIsAlreadyExists) {
+  auto pinned = PinWorker("taken");
+  v1::GenerateRequest request = SmallRequest();
+  request.set_job_id("taken");
+  v1::GenerateResponse response;
+  const grpc::Status status = GenerateImages(request, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::ALREADY_EXISTS) << status.error_message();
+  EXPECT_TRUE(absl::StrContains(status.error_message(), "taken")) << status.error_message();
+}
+
+TEST_F(ImageGeneratorServiceTest, ShutdownEndsOpenStreamsUnavailable) {
+  auto pinned = PinWorker("pinned");
+  auto context = NewContext();
+  auto reader = stub_->Generate(context.get(), SmallRequest());
+  v1::GenerateEvent event;
+  ASSERT_TRUE(reader->Read(&event));
+  ASSERT_TRUE(event.has_accepted()) << "queued behind the pinned job";
+  // Shutdown joins the engine's worker, which is held: call it from another thread.
+  std::thread shutdown([this] { server_->Shutdown(); });
+  // No ASSERT before the join: the thread must be joined on every path.
+  EXPECT_FALSE(reader->Read(&event)) << "a queued job sent " << event.ShortDebugString().substr(0, 200);
+  const grpc::Status status = reader->Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE) << status.error_message();
+  pinned->Release();
+  shutdown.join();
+  EXPECT_TRUE(pinned->WaitForEnd());
+  EXPECT_EQ(pinned->final_status().code(), absl::StatusCode::kUnavailable) << pinned->final_status();
+}
+
+class ImageGeneratorServiceWithQueueOfOneTest : public ImageGeneratorServiceTest {
+ protected:
+  int MaxQueue() override { return 1; }
+};
+
+TEST_F(ImageGeneratorServiceWithQueueOfOneTest, FullQueueIsResourceExhaustedAtOnce) {
+  auto pinned = PinWorker("pinned");
+  auto context = NewContext();
+  v1::GenerateRequest queued_request = SmallRequest();
+  queued_request.set_job_id("queued");
+  auto queued = stub_->Generate(context.get(), queued_request);
+  v1::GenerateEvent event;
+  ASSERT_TRUE(queued->Read(&event));
+  ASSERT_TRUE(event.has_accepted());
+  EXPECT_EQ(event.accepted().queue_position(), 0u);
+
+  // The queue of one is full: both methods are refused at once.
+  v1::GenerateResponse response;
+  const grpc::Status unary = GenerateImages(SmallRequest(), &response);
+  EXPECT_EQ(unary.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << unary.error_message();
+  EXPECT_TRUE(absl::StrContains(unary.error_message(), "queue is full")) << unary.error_message();
+  const StreamOutcome stream = Generate(SmallRequest());
+  EXPECT_EQ(stream.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << stream.status.error_message();
+  EXPECT_TRUE(stream.events.empty()) << "a refused stream sent events";
+
+  pinned->Release();
+  std::optional<v1::GenerateEvent> last;
+  while (queued->Read(&event)) last = event;
+  const grpc::Status status = queued->Finish();
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  ASSERT_TRUE(last.has_value());
+  EXPECT_TRUE(last->has_result());
+  EXPECT_EQ(SumSamples(ScrapeMetrics(), "imagegen_requests_total", {"outcome=\"rejected\""}), 2.0);
+}
+
+// Each invalid field is answered with the code and a message that begins with the field's name.
+TEST_F(ImageGeneratorServiceTest, InvalidFieldsAreNamed) {
+  struct Case {
+    std::string field;
+    std::function<void(v1::GenerateRequest&)> spoil;
+    grpc::StatusCode code = grpc::StatusCode::INVALID_ARGUMENT;
+  };
+  const std::vector<Case> cases = {
+      {"width", [](auto& r) { r.set_width(36); }},
+      {"height", [](auto& r) { r.set_height(1032); }},
+      {"steps", [](auto& r) { r.set_steps(201); }},
+      {"sampler", [](auto& r) { r.set_sampler("no-such-sampler"); }},
+      {"model", [](auto& r) { r.set_model("sdxl"); }, grpc::StatusCode::NOT_FOUND},
+      {"prompt", [](auto& r) { r.set_prompt(""); }},  // with the model's default guidance 3
+      {"prompt", [](auto& r) { r.set_prompt(std::string(1001, 'a')); }},
+      {"negative_prompt", [](auto& r) { r.set_negative_prompt(std::string(1001, 'a')); }},
+      {"num_images", [](auto& r) { r.set_num_images(9); }},
+      {"guidance_scale", [](auto& r) { r.set_guidance_scale(31); }},
+      {"job_id", [](auto& r) { r.set_job_id("has space"); }},
+      {"job_id", [](auto& r) { r.set_job_id("../etc"); }},
+      {"job_id", [](auto& r) { r.set_job_id(std::string(65, 'j')); }},
+      {"output_format", [](auto& r) { r.set_output_format(v1::IMAGE_FORMAT_JPEG); }},
+      {"preview.format", [](auto& r) { r.mutable_preview()->set_format(v1::IMAGE_FORMAT_WEBP); }},
+      {"preview.method", [](auto& r) { r.mutable_preview()->set_method(v1::PREVIEW_METHOD_VAE_DECODE); }},
+      {"preview.every_n_steps", [](auto& r) { r.mutable_preview()->set_every_n_steps(4); }},
+      {"init_image", [](auto& r) { r.set_init_image("\x89PNG"); }},
+      {"strength", [](auto& r) { r.set_strength(0.5f); }},
+      {"priority", [](auto& r) { r.set_priority(101); }},
+  };
+  for (const Case& c : cases) {
+    v1::GenerateRequest request = SmallRequest();
+    c.spoil(request);
+    SCOPED_TRACE(request.ShortDebugString().substr(0, 120));
+    v1::GenerateResponse response;
+    const grpc::Status status = GenerateImages(request, &response);
+    EXPECT_EQ(status.error_code(), c.code) << status.error_message();
+    EXPECT_TRUE(absl::StartsWith(status.error_message(), c.field + " "))
+        << "\"" << status.error_message() << "\" does not begin with " << c.field;
+  }
+  // Labels stay bounded: a model that is not loaded is counted as "unknown", never by its name.
+  const std::string metrics = ScrapeMetrics();
+  EXPECT_EQ(SumSamples(metrics, "imagegen_requests_total", {"outcome=\"invalid\""}),
+            static_cast<double>(cases.size()));
+  EXPECT_EQ(SumSamples(metrics, "imagegen_requests_total", {"model=\"unknown\"", "outcome=\"invalid\""}), 1.0);
+  EXPECT_FALSE(absl::StrContains(metrics, "sdxl"));
+}
+
+TEST_F(ImageGeneratorServiceTest, InvalidRequestEndsTheStreamWithoutEvents) {
+  v1::GenerateRequest request = SmallRequest();
+  request.set_steps(100000);
+  const StreamOutcome out = Generate(request);
+  EXPECT_EQ(out.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << out.status.error_message();
+  EXPECT_TRUE(absl::StartsWith(out.status.error_message(), "steps ")) << out.status.error_message();
+  EXPECT_TRUE(out.events.empty());
+}
+
+TEST_F(ImageGeneratorServiceTest, PromptWithMoreTokensThanTheEncoderTakesIsAccepted) {
+  v1::GenerateRequest request = SmallRequest();
+  std::string prompt;
+  for (int i = 0; i < 100; ++i) absl::StrAppend(&prompt, "a bag ");  // 200 known words, 600 characters
+  request.set_prompt(prompt);
+  v1::GenerateResponse response;
+  const grpc::Status status = GenerateImages(request, &response);
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(response.images_size(), 1);
+}
+
+TEST_F(ImageGeneratorServiceTest, HealthReportsServing) {
+  // grpc.health.v1.Health/Check with an empty HealthCheckRequest (service ""), by raw bytes:
+  // an empty message is zero bytes, and SERVING is field 1 = varint 1, bytes 08 01.
+  grpc::GenericStub generic(channel_);
+  grpc::Slice empty_slice("");
+  grpc::ByteBuffer request(&empty_slice, 1);
+  grpc::ByteBuffer response;
+  auto context = NewContext();
+  grpc::Status status;
+  absl::Notification done;
+  generic.UnaryCall(context.get(), "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request, &response,
+                    [&](grpc::Status s) {
+                      status = std::move(s);
+                      done.Notify();
+                    });
+  ASSERT_TRUE(done.WaitForNotificationWithTimeout(test::kTestTimeout));
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  grpc::Slice reply;
+  ASSERT_TRUE(response.DumpToSingleSlice(&reply).ok());
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(reply.begin()), reply.size()), std::string("\x08\x01", 2));
+}
+
+TEST_F(ImageGeneratorServiceTest, MetricsCountRequestsByOutcome) {
+  v1::GenerateRequest request = SmallRequest();
+  request.set_num_images(2);
+  v1::GenerateResponse response;
+  ASSERT_TRUE(GenerateImages(request, &response).ok());
+  request.set_width(7);
+  EXPECT_FALSE(GenerateImages(request, &response).ok());
+
+  const std::string metrics = ScrapeMetrics();
+  EXPECT_EQ(SumSamples(metrics, "imagegen_requests_total", {"model=\"tiny-random\"", "outcome=\"ok\""}), 1.0)
+      << metrics;
+  EXPECT_EQ(SumSamples(metrics, "imagegen_requests_total", {"model=\"tiny-random\"", "outcome=\"invalid\""}), 1.0)
+      << metrics;
+  EXPECT_EQ(SumSamples(metrics, "imagegen_images_generated_total", {"model=\"tiny-random\""}), 2.0) << metrics;
+  EXPECT_EQ(SumSamples(metrics, "imagegen_denoising_steps_total", {"model=\"tiny-random\""}), 3.0) << metrics;
+  EXPECT_EQ(SumSamples(metrics, "imagegen_step_duration_seconds_count", {"model=\"tiny-random\""}), 3.0) << metrics;
+  EXPECT_EQ(SumSamples(metrics, "imagegen_queue_depth", {}), 0.0) << metrics;
+}
+
+}  // namespace
+}  // namespace imagegen

@@ -1,0 +1,22 @@
+#include "tests/support/test_bundle.h"
+
+namespace imagegen::test {
+
+std::string TestBundleDir() { return IMAGEGEN_TEST_BUNDLE_DIR; }
+
+JobRequest TinyJobRequest(const std::string& job_id, int steps) {
+  JobRequest r;
+  r.job_id = job_id;
+  r.model = kTinyModel;
+  r.prompt = "a photo of a pair of ankle boots";
+  r.width = kTinySide;
+  r.height = kTinySide;
+  r.steps = steps;
+  r.guidance_scale = 3.0;
+  r.sampler = "ddim";
+  r.seed = 7;
+  r.num_images = 1;
+  return r;
+}
+
+}  // namespace imagegen::test
