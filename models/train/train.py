@@ -330,8 +330,7 @@ def main() -> None:
         description="Text-to-image latent diffusion model trained on Fashion-MNIST "
                     "(32x32 grayscale clothing, shoes and bags).",
         sched_cfg=ldm.scheduler_config(), seed=args.seed)
-    runs = os.path.join(HERE, "runs")
-    os.makedirs(runs, exist_ok=True)
+    runs = args.ckpt_dir  # summary, loss history and sample grid go beside the checkpoints
     sample_grid(os.path.join(runs, "samples.png"), text, unet, vae, vocab, cfg, sf, seed=args.seed)
     summary = {
         "seed": args.seed, "threads": args.threads, "total_minutes": (time.time() - t_start) / 60,

@@ -1,0 +1,139 @@
+// imagegen-bench-speed: how fast a model bundle runs on this machine, in process (no network).
+//
+//   imagegen-bench-speed --model_dir=models/fashion-mnist-ldm --batches=1,8,32 --repeats=50
+//
+// Prints a markdown table: the UNet's parameter count and time per call at each batch size (the
+// raw limit of the hardware), then the time for one whole image at the model's default settings
+// through the engine (text encoding, every step with guidance, VAE decode, PNG), the median of
+// --images runs. Timings drift 30-50% between runs on shared 2-core machines: compare numbers
+// from one run only.
+#include <algorithm>
+#include <iostream>
+#include <numeric>
+#include <vector>
+
+#include <ATen/Parallel.h>
+#include <torch/csrc/jit/ir/constants.h>
+#include <torch/script.h>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+#include "core/engine/engine.h"
+#include "core/model/model_bundle.h"
+
+ABSL_FLAG(std::string, model_dir, "models/fashion-mnist-ldm", "The model bundle to measure.");
+ABSL_FLAG(std::string, batches, "1,8,32", "UNet batch sizes (rows) to time.");
+ABSL_FLAG(int, repeats, 50, "Timed UNet calls per batch size (after 5 warm-up calls).");
+ABSL_FLAG(int, images, 10, "Whole images to time through the engine.");
+ABSL_FLAG(int, threads, 0, "LibTorch intra-op threads; 0: one per hardware thread.");
+
+namespace {
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// Records the end of one job.
+class WaitListener : public imagegen::JobListener {
+ public:
+  void OnAccepted(const std::string&, int) override {}
+  void OnProgress(imagegen::ProgressUpdate) override {}
+  void OnResult(imagegen::JobResult) override { done.Notify(); }
+  void OnError(absl::Status s) override {
+    status = s;
+    done.Notify();
+  }
+  absl::Notification done;
+  absl::Status status;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  const int threads = absl::GetFlag(FLAGS_threads);
+  if (threads > 0) at::set_num_threads(threads);
+  c10::InferenceMode guard;
+
+  auto bundle = imagegen::ModelBundle::Load(absl::GetFlag(FLAGS_model_dir));
+  if (!bundle.ok()) {
+    std::cerr << bundle.status() << "\n";
+    return 1;
+  }
+  const imagegen::ModelConfig& c = (*bundle)->config();
+  // A frozen module keeps its weights as graph constants rather than parameters: count both.
+  int64_t params = 0;
+  for (const auto& p : (*bundle)->unet().parameters()) params += p.numel();
+  for (const torch::jit::Node* node : (*bundle)->unet().get_method("forward").graph()->nodes()) {
+    if (node->kind() != c10::prim::Constant) continue;
+    auto value = torch::jit::toIValue(node->output());
+    if (value && value->isTensor()) params += value->toTensor().numel();
+  }
+  const int64_t h = c.default_height / c.downsampling_factor, w = c.default_width / c.downsampling_factor;
+  std::cout << absl::StrFormat("model %s, latent %dx%dx%d, LibTorch threads %d\n\n", c.name, c.latent_channels, h,
+                               w, at::get_num_threads());
+  std::cout << "| UNet batch (rows) | ms per call (median) | image-steps per second |\n|---|---|---|\n";
+  at::Tensor context = (*bundle)->text_encoder().forward({at::ones({1, c.max_length}, at::kLong)}).toTensor();
+  for (absl::string_view b : absl::StrSplit(absl::GetFlag(FLAGS_batches), ',')) {
+    int batch = 0;
+    if (!absl::SimpleAtoi(b, &batch) || batch < 1) {
+      std::cerr << "--batches: \"" << b << "\" is not a positive integer\n";
+      return 2;
+    }
+    at::Tensor x = at::randn({batch, c.latent_channels, h, w});
+    at::Tensor t = at::full({batch}, 500.0f);
+    at::Tensor ctx = context.expand({batch, c.max_length, c.context_dim}).contiguous();
+    std::vector<double> ms;
+    for (int i = 0; i < 5 + absl::GetFlag(FLAGS_repeats); ++i) {
+      const absl::Time start = absl::Now();
+      (*bundle)->unet().forward({x, t, ctx});
+      if (i >= 5) ms.push_back(absl::ToDoubleMilliseconds(absl::Now() - start));
+    }
+    const double m = Median(ms);
+    std::cout << absl::StrFormat("| %d | %.2f | %.0f |\n", batch, m, batch * 1000.0 / m);
+  }
+  std::cout << absl::StrFormat("\nUNet parameters: %d\n", params);
+
+  imagegen::Engine::Options options;
+  options.intra_op_threads = threads;
+  auto engine = imagegen::Engine::Create(options, {absl::GetFlag(FLAGS_model_dir)}, nullptr);
+  if (!engine.ok()) {
+    std::cerr << engine.status() << "\n";
+    return 1;
+  }
+  std::vector<double> ms;
+  for (int i = 0; i < 1 + absl::GetFlag(FLAGS_images); ++i) {
+    imagegen::JobRequest r;
+    r.job_id = absl::StrFormat("bench-%d", i);
+    r.model = c.name;
+    r.prompt = "a pair of trousers";
+    r.width = c.default_width;
+    r.height = c.default_height;
+    r.steps = c.default_steps;
+    r.guidance_scale = c.default_guidance_scale;
+    r.sampler = c.default_sampler;
+    r.seed = i;
+    auto listener = std::make_shared<WaitListener>();
+    const absl::Time start = absl::Now();
+    if (auto s = (*engine)->Submit(r, listener); !s.ok()) {
+      std::cerr << s << "\n";
+      return 1;
+    }
+    listener->done.WaitForNotification();
+    if (!listener->status.ok()) {
+      std::cerr << listener->status << "\n";
+      return 1;
+    }
+    if (i > 0) ms.push_back(absl::ToDoubleMilliseconds(absl::Now() - start));  // first run warms up
+  }
+  std::cout << absl::StrFormat(
+      "One image at the defaults (%s, %d steps, guidance %.1f), through the engine: %.1f ms (median of %d)\n",
+      c.default_sampler, c.default_steps, c.default_guidance_scale, Median(ms), static_cast<int>(ms.size()));
+  return 0;
+}
