@@ -56,6 +56,8 @@ ABSL_FLAG(std::string, previews, "", "directory to save preview frames in; empty
 ABSL_FLAG(uint32_t, preview_every, 0, "a preview every N steps; 0: 1 when --previews is set");
 ABSL_FLAG(int32_t, priority, 0, "scheduling priority, -100..100; higher runs first");
 ABSL_FLAG(std::string, job_id, "", "client-chosen job id, for 'imagegen cancel'");
+ABSL_FLAG(std::string, init_image, "", "image to image: a PNG or JPEG file to start from");
+ABSL_FLAG(float, strength, 0, "image to image: how much of the reverse process runs, (0, 1]");
 
 namespace imagegen::client {
 namespace {
@@ -112,6 +114,9 @@ Flags (zero or empty means the model's default):
   --preview_every N       a preview every N steps (default 1 with --previews)
   --priority N            scheduling priority, -100..100
   --job_id ID             choose the job id (for 'imagegen cancel')
+  --init_image FILE       image to image: start from this PNG or JPEG (its size unless --size)
+  --strength S            image to image: share of the steps that run, (0, 1]; 1 keeps
+                          little of the init image, 0.3 keeps most of it
   --server HOST:PORT      the server (default localhost:50051)
   --timeout SECONDS       deadline of the call; 0 (default): none
 
@@ -119,6 +124,7 @@ Examples:
   imagegen generate --prompt "a pair of trousers" --out trousers.png
   imagegen generate --prompt "a sneaker" --steps 30 --seed 42 --num_images 4 --out shoes/
   imagegen generate --prompt "a bag" --out bag.png --previews frames --preview_every 5
+  imagegen generate --prompt "a dress" --init_image trousers.png --strength 0.6 --out dress.png
 )";
 
 constexpr char kModelsUsage[] = R"(imagegen models: list the server's models.
@@ -227,6 +233,12 @@ absl::StatusOr<v1::GenerateRequest> BuildGenerateRequest() {
   request.set_priority(absl::GetFlag(FLAGS_priority));
   request.set_job_id(absl::GetFlag(FLAGS_job_id));
   if (const std::optional<uint64_t> seed = absl::GetFlag(FLAGS_seed)) request.set_seed(*seed);
+  if (const std::string path = absl::GetFlag(FLAGS_init_image); !path.empty()) {
+    std::ifstream file(path, std::ios::binary);
+    if (!file) return absl::NotFoundError(absl::StrCat("--init_image ", path, ": cannot read"));
+    request.set_init_image(std::string(std::istreambuf_iterator<char>(file), {}));
+  }
+  request.set_strength(absl::GetFlag(FLAGS_strength));
   absl::StatusOr<ImageSize> size = ParseImageSize(absl::GetFlag(FLAGS_size));
   if (!size.ok()) return size.status();
   request.set_width(size->width);

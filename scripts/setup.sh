@@ -12,7 +12,7 @@ build_packages=(
   build-essential cmake ninja-build ccache pkg-config git
   libtorch-dev libopenblas0-openmp
   libgrpc++-dev libgrpc-dev protobuf-compiler-grpc protobuf-compiler libprotobuf-dev
-  libabsl-dev prometheus-cpp-dev libgtest-dev libgmock-dev libpng-dev nlohmann-json3-dev
+  libabsl-dev prometheus-cpp-dev libgtest-dev libgmock-dev libpng-dev libjpeg62-turbo-dev nlohmann-json3-dev
   # tests: Python peer client, the export script for the test bundle, promtool
   python3 python3-torch python3-numpy python3-pil python3-grpcio python3-protobuf prometheus
   # the default model's training data
@@ -20,7 +20,7 @@ build_packages=(
 )
 runtime_packages=(
   libtorch1.13 libopenblas0-openmp libgrpc++1.51 libgrpc29 libprotobuf32 libabsl20220623
-  libprometheus-cpp-core1.0 libprometheus-cpp-pull1.0 libpng16-16 libstdc++6
+  libprometheus-cpp-core1.0 libprometheus-cpp-pull1.0 libpng16-16 libjpeg62-turbo libstdc++6
 )
 
 case "${1:-build}" in

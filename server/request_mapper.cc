@@ -3,6 +3,7 @@
 #include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "core/image/jpeg_codec.h"
 
 namespace imagegen {
 namespace {
@@ -46,12 +47,14 @@ absl::StatusOr<JobRequest> ToJobRequest(const v1::GenerateRequest& in, const Eng
         "preview.method is PREVIEW_METHOD_VAE_DECODE; supported: PREVIEW_METHOD_LATENT_APPROX");
   }
   if (!in.init_image().empty()) {
-    return absl::InvalidArgumentError(absl::StrCat("init_image is ", in.init_image().size(),
-                                                   " bytes; image to image is not supported yet, leave it empty"));
+    auto decoded = DecodeImage(in.init_image());
+    if (!decoded.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("init_image (", in.init_image().size(), " bytes) is ",
+                                                     decoded.status().message(), "; allowed: a PNG or JPEG"));
+    }
+    r.init_image = *std::move(decoded);
   }
-  if (in.strength() != 0) {
-    return absl::InvalidArgumentError(absl::StrCat("strength is ", in.strength(), "; must be 0 without init_image"));
-  }
+  r.strength = in.strength();
   if (in.job_id().empty()) {
     r.job_id = NewJobId();
   } else {
@@ -68,8 +71,10 @@ absl::StatusOr<JobRequest> ToJobRequest(const v1::GenerateRequest& in, const Eng
   r.negative_prompt = in.negative_prompt();
   // uint32 fields above INT_MAX are clamped so that validation reports them as too large.
   auto as_int = [](uint32_t v) { return static_cast<int>(std::min<uint32_t>(v, 1u << 30)); };
-  r.width = in.width() == 0 ? model->default_width : as_int(in.width());
-  r.height = in.height() == 0 ? model->default_height : as_int(in.height());
+  // Image to image takes its size from the init image unless the request names one.
+  const bool has_init = !r.init_image.pixels.empty();
+  r.width = in.width() != 0 ? as_int(in.width()) : has_init ? r.init_image.width : model->default_width;
+  r.height = in.height() != 0 ? as_int(in.height()) : has_init ? r.init_image.height : model->default_height;
   r.steps = in.steps() == 0 ? model->default_steps : as_int(in.steps());
   r.guidance_scale = in.guidance_scale() == 0 ? model->default_guidance_scale : in.guidance_scale();
   r.sampler = in.sampler().empty() ? model->default_sampler : in.sampler();

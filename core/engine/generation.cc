@@ -23,6 +23,24 @@ at::Tensor PerImageNoise::Draw(at::IntArrayRef shape) {
   return at::cat(rows, 0).to(device_);
 }
 
+at::Tensor ImageToModelInput(const RasterImage& image, int channels) {
+  // [H, W, c] bytes -> [1, c, H, W] in [-1, 1].
+  at::Tensor t = at::from_blob(const_cast<uint8_t*>(image.pixels.data()),
+                               {image.height, image.width, image.channels}, at::kByte)
+                     .to(at::kFloat)
+                     .permute({2, 0, 1})
+                     .unsqueeze(0);
+  if (image.channels == 2 || image.channels == 4) t = t.narrow(1, 0, image.channels - 1);  // drop alpha
+  const int64_t have = t.size(1);
+  if (have == 3 && channels == 1) {
+    // ITU-R BT.601 luma, as PIL's convert("L").
+    t = 0.299 * t.narrow(1, 0, 1) + 0.587 * t.narrow(1, 1, 1) + 0.114 * t.narrow(1, 2, 1);
+  } else if (have == 1 && channels == 3) {
+    t = t.expand({1, 3, image.height, image.width});
+  }
+  return (t / 127.5 - 1.0).contiguous();
+}
+
 Generation::Generation(ModelBundle* model, const JobRequest& request)
     : model_(model),
       noise_(request.seed, request.num_images, model->device()),
@@ -55,8 +73,18 @@ absl::StatusOr<std::unique_ptr<Generation>> Generation::Start(ModelBundle* model
 
   const int64_t h = request.height / c.downsampling_factor;
   const int64_t w = request.width / c.downsampling_factor;
-  g->latents_ = g->noise_.Draw({request.num_images, c.latent_channels, h, w}) *
-                g->sampler_->init_noise_sigma();
+  const std::vector<int64_t> shape = {request.num_images, c.latent_channels, h, w};
+  if (request.init_image.pixels.empty()) {
+    g->latents_ = g->noise_.Draw(shape) * g->sampler_->init_noise_sigma();
+    return g;
+  }
+  // Image to image (diffusers' img2img): encode, skip the first steps, and noise the latent to
+  // the first remaining timestep with q(x_t | x_0), drawing from each image's own generator.
+  at::Tensor image = ImageToModelInput(request.init_image, c.image_channels).to(model->device());
+  at::Tensor x0 = model->vae_encoder().forward({image}).toTensor() * c.scaling_factor;
+  x0 = x0.expand(shape).contiguous();
+  g->sampler_->StartAtStep(Sampler::ImageToImageStartStep(request.steps, request.strength));
+  g->latents_ = g->sampler_->AddNoise(x0, g->noise_.Draw(shape));
   return g;
 }
 

@@ -15,6 +15,10 @@
 
 namespace imagegen {
 
+// A decoded image as the VAE encoder takes it: [1, channels, H, W] in [-1, 1], converted to the
+// model's channels (RGB to gray by BT.601 luma, gray to RGB by repetition; alpha dropped).
+at::Tensor ImageToModelInput(const RasterImage& image, int channels);
+
 // Draws image i's noise from its own generator seeded with seed + i, on the CPU, so that an
 // image depends on its seed only: not on its batch, its neighbours or the device.
 class PerImageNoise : public NoiseSource {
@@ -44,8 +48,9 @@ class Generation {
   static int DenoiseStep(const std::vector<Generation*>& batch);
 
   bool done() const { return sampler_->done(); }
-  int steps_done() const { return sampler_->call_index(); }
-  int total_steps() const { return sampler_->num_calls(); }
+  // Model calls done and to do; image to image counts only the calls it runs.
+  int steps_done() const { return sampler_->call_index() - sampler_->first_call(); }
+  int total_steps() const { return sampler_->num_calls() - sampler_->first_call(); }
   int rows() const { return guided() ? 2 * num_images_ : num_images_; }
 
   // The linear latent-to-RGB preview of the current latents, upscaled (nearest) to the image

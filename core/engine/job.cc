@@ -81,6 +81,28 @@ absl::Status ValidateJobRequest(const JobRequest& r, const ModelConfig& model,
     return Invalid("preview.every_n_steps", absl::StrCat(r.preview_every_n_steps),
                    absl::StrCat("allowed: 0 (no previews) to steps (", r.steps, ")"));
   }
+  if (r.init_image.pixels.empty()) {
+    if (r.strength != 0) {
+      return Invalid("strength", absl::StrCat(r.strength), "must be 0 (unset) without init_image");
+    }
+  } else {
+    if (!model.has_vae_encoder) {
+      return Invalid("init_image", absl::StrCat(r.init_image.width, "x", r.init_image.height, " pixels"),
+                     absl::StrCat("model ", model.name, " has no vae_encoder.pt, so it cannot do image to image"));
+    }
+    if (r.init_image.width != r.width || r.init_image.height != r.height) {
+      return Invalid("init_image", absl::StrCat(r.init_image.width, "x", r.init_image.height, " pixels"),
+                     absl::StrCat("must be width x height (", r.width, "x", r.height,
+                                  "); leave width and height 0 to take the init image's size"));
+    }
+    if (!(r.strength > 0 && r.strength <= 1)) {
+      return Invalid("strength", absl::StrCat(r.strength), "allowed: (0, 1] with init_image");
+    }
+    if (Sampler::ImageToImageStartStep(r.steps, r.strength) >= r.steps) {
+      return Invalid("strength", absl::StrCat(r.strength),
+                     absl::StrCat("with steps ", r.steps, " it runs no denoising step; strength * steps must be at least 1"));
+    }
+  }
   if (r.priority < -100 || r.priority > 100) {
     return Invalid("priority", absl::StrCat(r.priority), "allowed: -100 to 100");
   }

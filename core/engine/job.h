@@ -8,6 +8,7 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "core/image/png_codec.h"
 
 namespace imagegen {
 
@@ -27,6 +28,10 @@ struct JobRequest {
   uint64_t seed = 0;  // image i uses seed + i
   int num_images = 1;
   int preview_every_n_steps = 0;  // 0: no previews
+  // Image to image: the decoded init image (no pixels: text to image), the same size as the
+  // request, and how much of the reverse process to run, in (0, 1].
+  RasterImage init_image;
+  double strength = 0;
   int priority = 0;
   absl::Time deadline = absl::InfiniteFuture();
 };

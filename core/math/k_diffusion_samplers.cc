@@ -64,8 +64,9 @@ std::vector<float> ToFloat(const std::vector<double>& v) { return {v.begin(), v.
 // Common to the three: the scaled model input and the initial noise level.
 class KDiffusionSampler : public Sampler {
  public:
-  KDiffusionSampler(const NoiseSchedule* schedule, std::vector<double> timesteps, std::vector<float> sigmas)
-      : Sampler(schedule, std::move(timesteps), std::move(sigmas)) {}
+  KDiffusionSampler(const NoiseSchedule* schedule, int num_steps, std::vector<double> timesteps,
+                    std::vector<float> sigmas)
+      : Sampler(schedule, num_steps, std::move(timesteps), std::move(sigmas)) {}
 
   // diffusers' init_noise_sigma: the largest sigma, or sqrt(sigma_max^2 + 1) under leading
   // spacing (whose first timestep is not the noisiest).
@@ -80,6 +81,14 @@ class KDiffusionSampler : public Sampler {
   at::Tensor ScaleModelInput(const at::Tensor& sample) const override {
     const float sigma = sigmas_[index_];
     return sample / std::sqrt(sigma * sigma + 1.0f);
+  }
+
+  // diffusers' add_noise with begin_index (or step_index) set: x0 + noise * sigma of the next call,
+  // sigma in x0's dtype.
+  at::Tensor AddNoise(const at::Tensor& x0, const at::Tensor& noise) const override {
+    TORCH_CHECK(!done(), "Sampler::AddNoise after the last model call");
+    const at::Tensor sigma = at::scalar_tensor(sigmas_[index_], at::TensorOptions().dtype(x0.scalar_type()));
+    return x0 + noise * sigma;
   }
 
  protected:
@@ -142,9 +151,13 @@ class EulerAncestralSampler : public KDiffusionSampler {
 // step to sigma_next, a second model call there, and the average of the two slopes from the
 // first point. Two calls per step except the last, which is an Euler step to sigma = 0.
 // sigmas_ and timesteps_ hold one entry per call: s0, s1, s1, s2, s2, ..., plus the final 0.
+// After StartAtStep(k) the first call is at position 2k, the second copy of s_k (diffusers'
+// begin_index = k * order): a first-order call from s_k to s_{k+1}, so the pairing shifts by one
+// entry and every step still goes s_k -> s_{k+1}.
 class HeunSampler : public KDiffusionSampler {
  public:
   using KDiffusionSampler::KDiffusionSampler;
+  int order() const override { return 2; }  // diffusers' HeunDiscreteScheduler.order
 
  protected:
   at::Tensor StepImpl(const at::Tensor& model_output, const at::Tensor& sample, NoiseSource&) override {
@@ -188,7 +201,7 @@ absl::StatusOr<std::unique_ptr<Sampler>> CreateEulerSampler(const NoiseSchedule*
   SigmaGrid g = MakeSigmaGrid(schedule, num_steps, c.use_karras_sigmas, c.sigma_min, c.sigma_max);
   std::vector<float> sigmas = ToFloat(g.sigmas);
   sigmas.push_back(0.0f);
-  return std::unique_ptr<Sampler>(new EulerSampler(schedule, std::move(g.timesteps), std::move(sigmas)));
+  return std::unique_ptr<Sampler>(new EulerSampler(schedule, num_steps, std::move(g.timesteps), std::move(sigmas)));
 }
 
 absl::StatusOr<std::unique_ptr<Sampler>> CreateEulerAncestralSampler(const NoiseSchedule* schedule,
@@ -202,7 +215,7 @@ absl::StatusOr<std::unique_ptr<Sampler>> CreateEulerAncestralSampler(const Noise
   SigmaGrid g = MakeSigmaGrid(schedule, num_steps, /*karras=*/false, std::nullopt, std::nullopt);
   std::vector<float> sigmas = ToFloat(g.sigmas);
   sigmas.push_back(0.0f);
-  return std::unique_ptr<Sampler>(new EulerAncestralSampler(schedule, std::move(g.timesteps), std::move(sigmas)));
+  return std::unique_ptr<Sampler>(new EulerAncestralSampler(schedule, num_steps, std::move(g.timesteps), std::move(sigmas)));
 }
 
 absl::StatusOr<std::unique_ptr<Sampler>> CreateHeunSampler(const NoiseSchedule* schedule, int num_steps) {
@@ -219,7 +232,7 @@ absl::StatusOr<std::unique_ptr<Sampler>> CreateHeunSampler(const NoiseSchedule* 
     sigmas.insert(sigmas.end(), {s, s});
   }
   sigmas.push_back(0.0f);
-  return std::unique_ptr<Sampler>(new HeunSampler(schedule, std::move(timesteps), std::move(sigmas)));
+  return std::unique_ptr<Sampler>(new HeunSampler(schedule, num_steps, std::move(timesteps), std::move(sigmas)));
 }
 
 }  // namespace imagegen::internal

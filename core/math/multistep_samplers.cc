@@ -80,9 +80,20 @@ std::vector<double> ToDouble(const std::vector<int64_t>& v) { return {v.begin(),
 
 class MultistepSampler : public Sampler {
  public:
-  MultistepSampler(const NoiseSchedule* schedule, std::vector<int64_t> timesteps, std::vector<float> sigmas)
-      : Sampler(schedule, ToDouble(timesteps), std::move(sigmas)),
+  MultistepSampler(const NoiseSchedule* schedule, int num_steps, std::vector<int64_t> timesteps,
+                   std::vector<float> sigmas)
+      : Sampler(schedule, num_steps, ToDouble(timesteps), std::move(sigmas)),
         model_outputs_(schedule->config().solver_order) {}
+
+  // diffusers' add_noise with begin_index (or step_index) set: alpha_t x0 + sigma_t noise at the
+  // sigma of the next call (_sigma_to_alpha_sigma_t). After StartAtStep the history is empty and
+  // lower_order_nums_ 0, as after diffusers' set_timesteps, so the first steps warm up again.
+  at::Tensor AddNoise(const at::Tensor& x0, const at::Tensor& noise) const override {
+    TORCH_CHECK(!done(), "Sampler::AddNoise after the last model call");
+    const NoiseLevel level = AtSigma(sigmas_[index_]);
+    const at::TensorOptions opts = at::TensorOptions().dtype(x0.scalar_type());
+    return at::scalar_tensor(level.alpha, opts) * x0 + at::scalar_tensor(level.sigma, opts) * noise;
+  }
 
  protected:
   // The converted outputs of the last solver_order calls, oldest first (diffusers'
@@ -101,9 +112,9 @@ class MultistepSampler : public Sampler {
 // DPM-Solver (Lu et al. 2022, noise prediction), orders 1-3.
 class DpmSolverSampler : public MultistepSampler {
  public:
-  DpmSolverSampler(const NoiseSchedule* schedule, std::vector<int64_t> timesteps, std::vector<float> sigmas,
-                   bool heun)
-      : MultistepSampler(schedule, std::move(timesteps), std::move(sigmas)), heun_(heun) {}
+  DpmSolverSampler(const NoiseSchedule* schedule, int num_steps, std::vector<int64_t> timesteps,
+                   std::vector<float> sigmas, bool heun)
+      : MultistepSampler(schedule, num_steps, std::move(timesteps), std::move(sigmas)), heun_(heun) {}
 
  protected:
   at::Tensor StepImpl(const at::Tensor& model_output, const at::Tensor& sample, NoiseSource&) override {
@@ -220,8 +231,9 @@ class DpmSolverSampler : public MultistepSampler {
 // variant bh1 (B(h) = h) or bh2 (B(h) = e^h - 1). Algorithms 1-2 of the paper.
 class UniPcSampler : public MultistepSampler {
  public:
-  UniPcSampler(const NoiseSchedule* schedule, std::vector<int64_t> timesteps, std::vector<float> sigmas, bool bh1)
-      : MultistepSampler(schedule, std::move(timesteps), std::move(sigmas)), bh1_(bh1) {}
+  UniPcSampler(const NoiseSchedule* schedule, int num_steps, std::vector<int64_t> timesteps,
+               std::vector<float> sigmas, bool bh1)
+      : MultistepSampler(schedule, num_steps, std::move(timesteps), std::move(sigmas)), bh1_(bh1) {}
 
  protected:
   at::Tensor StepImpl(const at::Tensor& model_output, const at::Tensor& sample_in, NoiseSource&) override {
@@ -385,7 +397,7 @@ absl::StatusOr<std::unique_ptr<Sampler>> CreateDpmSolverSampler(const NoiseSched
   sigmas32.push_back(c.final_sigmas_type == FinalSigmas::kZero ? 0.0f : schedule->sigmas().front());
   const SolverType solver = c.solver_type.value_or(SolverType::kMidpoint);
   return std::unique_ptr<Sampler>(
-      new DpmSolverSampler(schedule, std::move(timesteps), std::move(sigmas32), solver == SolverType::kHeun));
+      new DpmSolverSampler(schedule, num_steps, std::move(timesteps), std::move(sigmas32), solver == SolverType::kHeun));
 }
 
 absl::StatusOr<std::unique_ptr<Sampler>> CreateUniPcSampler(const NoiseSchedule* schedule, int num_steps) {
@@ -416,7 +428,7 @@ absl::StatusOr<std::unique_ptr<Sampler>> CreateUniPcSampler(const NoiseSchedule*
   sigmas32.push_back(sigma_last);
   const SolverType solver = c.solver_type.value_or(SolverType::kBh2);
   return std::unique_ptr<Sampler>(
-      new UniPcSampler(schedule, std::move(timesteps), std::move(sigmas32), solver == SolverType::kBh1));
+      new UniPcSampler(schedule, num_steps, std::move(timesteps), std::move(sigmas32), solver == SolverType::kBh1));
 }
 
 }  // namespace imagegen::internal

@@ -33,6 +33,30 @@ at::Tensor Sampler::PredictOriginal(const at::Tensor& model_output, const at::Te
   return x0;
 }
 
+int Sampler::ImageToImageStartStep(int num_steps, double strength) {
+  if (num_steps <= 0) return 0;
+  if (!(strength > 0)) return num_steps;  // NaN too
+  if (strength >= 1) return 0;
+  // init_timestep = min(int(num_inference_steps * strength), num_inference_steps): the product in
+  // float64 and truncated, as Python's int() (100 steps at 0.29 is 28.999999999999996: 28).
+  const int init_steps = std::min(static_cast<int>(num_steps * strength), num_steps);
+  return std::max(num_steps - init_steps, 0);
+}
+
+void Sampler::StartAtStep(int step) {
+  TORCH_CHECK(index_ == 0, "Sampler::StartAtStep after ", index_, " model calls");
+  TORCH_CHECK(step >= 0 && step < num_steps_, "Sampler::StartAtStep(", step, ") with ", num_steps_, " steps");
+  index_ = step * order();
+  first_call_ = index_;
+}
+
+at::Tensor Sampler::AddNoise(const at::Tensor& x0, const at::Tensor& noise) const {
+  TORCH_CHECK(!done(), "Sampler::AddNoise after the last model call");
+  // diffusers' DDPM/DDIM/PNDM add_noise at timesteps[:1] of the remaining ones (Ho et al. 2020, eq. 4).
+  const int64_t t = static_cast<int64_t>(current_timestep());
+  return schedule_->AddNoise(x0, noise, at::full({x0.size(0)}, t, at::kLong));
+}
+
 namespace {
 
 std::vector<double> ToDouble(const std::vector<int64_t>& ts) { return {ts.begin(), ts.end()}; }
@@ -44,7 +68,7 @@ std::vector<double> ToDouble(const std::vector<int64_t>& ts) { return {ts.begin(
 class DdpmSampler : public Sampler {
  public:
   DdpmSampler(const NoiseSchedule* schedule, std::vector<int64_t> timesteps, int num_steps)
-      : Sampler(schedule, ToDouble(timesteps)), stride_(schedule->num_train_timesteps() / num_steps) {}
+      : Sampler(schedule, num_steps, ToDouble(timesteps)), stride_(schedule->num_train_timesteps() / num_steps) {}
 
  protected:
   at::Tensor StepImpl(const at::Tensor& model_output, const at::Tensor& sample,
@@ -82,7 +106,7 @@ class DdpmSampler : public Sampler {
 class DdimSampler : public Sampler {
  public:
   DdimSampler(const NoiseSchedule* schedule, std::vector<int64_t> timesteps, double eta, int num_steps)
-      : Sampler(schedule, ToDouble(timesteps)),
+      : Sampler(schedule, num_steps, ToDouble(timesteps)),
         eta_(eta),
         stride_(schedule->num_train_timesteps() / num_steps),
         final_alpha_bar_(schedule->config().set_alpha_to_one.value_or(true) ? 1.0f
@@ -131,12 +155,14 @@ class DdimSampler : public Sampler {
 // PNDM (Liu et al. 2022): the pseudo linear multistep method (PLMS) on the DDIM-like transfer
 // of eq. 9, with three pseudo Runge-Kutta steps (four model calls each) to warm up its history
 // unless skip_prk_steps, in which case its first step is a second-order (Heun-like) step of two
-// calls, as crowsonkb's PLMS. As diffusers' PNDMScheduler, model call by model call.
+// calls, as crowsonkb's PLMS. As diffusers' PNDMScheduler, model call by model call: its state
+// machine runs on its own counter of calls (diffusers' `counter`), which equals call_index() except
+// after StartAtStep, where it restarts from 0 (diffusers' PNDM has no set_begin_index).
 class PndmSampler : public Sampler {
  public:
   PndmSampler(const NoiseSchedule* schedule, std::vector<int64_t> prk_timesteps,
               std::vector<int64_t> plms_timesteps, int num_steps)
-      : Sampler(schedule, Concat(prk_timesteps, plms_timesteps)),
+      : Sampler(schedule, num_steps, Concat(prk_timesteps, plms_timesteps)),
         prk_timesteps_(std::move(prk_timesteps)),
         stride_(schedule->num_train_timesteps() / num_steps),
         final_alpha_bar_(schedule->config().set_alpha_to_one.value_or(false) ? 1.0f
@@ -145,8 +171,10 @@ class PndmSampler : public Sampler {
  protected:
   at::Tensor StepImpl(const at::Tensor& model_output, const at::Tensor& sample,
                       NoiseSource& noise) override {
-    if (index_ < static_cast<int>(prk_timesteps_.size())) return StepPrk(model_output, sample);
-    return StepPlms(model_output, sample);
+    at::Tensor prev = counter_ < static_cast<int>(prk_timesteps_.size()) ? StepPrk(model_output, sample)
+                                                                          : StepPlms(model_output, sample);
+    ++counter_;
+    return prev;
   }
 
  private:
@@ -157,8 +185,9 @@ class PndmSampler : public Sampler {
   }
 
   // Runge-Kutta 4 in four calls: at t, twice at t - stride/2, at t - stride (Liu et al. eq. 13).
+  // As diffusers: the step's start t comes from the counter, its target from the call's timestep.
   at::Tensor StepPrk(at::Tensor model_output, const at::Tensor& sample) {
-    const int c = index_;
+    const int c = counter_;
     const int64_t diff_to_prev = c % 2 ? 0 : stride_ / 2;
     const int64_t prev_t = static_cast<int64_t>(current_timestep()) - diff_to_prev;
     const int64_t t = prk_timesteps_[c / 4 * 4];
@@ -183,7 +212,7 @@ class PndmSampler : public Sampler {
 
   // Adams-Bashforth combinations of the history (Liu et al. eq. 12).
   at::Tensor StepPlms(at::Tensor model_output, at::Tensor sample) {
-    const int c = index_;
+    const int c = counter_;
     int64_t t = static_cast<int64_t>(current_timestep());
     int64_t prev_t = t - stride_;
     if (c != 1) {
@@ -229,6 +258,7 @@ class PndmSampler : public Sampler {
   std::vector<int64_t> prk_timesteps_;
   int64_t stride_;
   float final_alpha_bar_;
+  int counter_ = 0;             // model calls this sampler has stepped (diffusers' counter)
   std::deque<at::Tensor> ets_;  // model outputs of past steps, at most the last 4
   at::Tensor rk_sum_;           // weighted sum of the current Runge-Kutta step's outputs
   at::Tensor cur_sample_;       // the sample the current two- or four-call step started from

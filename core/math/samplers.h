@@ -57,17 +57,60 @@ class Sampler {
 
   // The timestep of every model call, in order (diffusers' `timesteps`). Samplers that call the
   // model twice per step (heun, and pndm's first step) repeat entries. The Euler family's
-  // timesteps are fractional (float32 values).
+  // timesteps are fractional (float32 values). Always the whole text-to-image list, also after
+  // StartAtStep.
   const std::vector<double>& timesteps() const { return timesteps_; }
   // The noise level sigma of every model call plus the final one (diffusers' `sigmas`); empty
   // for ddpm, ddim and pndm, which step on alpha-bar.
   const std::vector<float>& sigmas() const { return sigmas_; }
+  // The inference steps requested (diffusers' num_inference_steps); not the model calls.
+  int num_steps() const { return num_steps_; }
+  // Model calls per inference step as diffusers counts them (its scheduler's `order`): 2 for
+  // heun, 1 for the others (pndm's extra warm-up calls are not counted in its order).
+  virtual int order() const { return 1; }
+  // The length of timesteps(): the position after the last model call.
   int num_calls() const { return static_cast<int>(timesteps_.size()); }
-  // Model calls done so far.
+  // The position in timesteps() of the next model call: the calls done so far plus first_call().
   int call_index() const { return index_; }
+  // The position the reverse process started at: 0, or step * order() after StartAtStep(step).
+  // This job makes num_calls() - first_call() model calls, call_index() - first_call() of them
+  // so far; progress is best reported as that pair.
+  int first_call() const { return first_call_; }
   bool done() const { return index_ >= num_calls(); }
   // The timestep to pass to the model for the next call. REQUIRES: !done().
   double current_timestep() const { return timesteps_[index_]; }
+
+  // Image to image (diffusers' img2img pipelines): the inference step the reverse process starts
+  // at for `strength` in (0, 1], i.e. num_steps - min(int(num_steps * strength), num_steps).
+  // num_steps means that no step is left (int(num_steps * strength) == 0, e.g. 30 steps at
+  // strength 0.01): the caller must refuse that request, since StartAtStep(num_steps) is not
+  // allowed. Outside (0, 1]: strength <= 0 or NaN gives num_steps, strength > 1 gives 0.
+  static int ImageToImageStartStep(int num_steps, double strength);
+  // Positions a fresh sampler at inference step `step` (0 <= step < num_steps), skipping the
+  // model calls of the earlier steps, as diffusers does with timesteps[step * order:] and
+  // set_begin_index. REQUIRES: call_index() == 0.
+  // Afterwards call_index() == first_call() == step * order(), timesteps() is unchanged, the
+  // remaining calls are timesteps()[step * order():], and the sampler steps as diffusers' does
+  // from there: no multistep history (DPM-Solver and UniPC warm up with lower orders again, UniPC
+  // has no corrector on its first call, Heun starts with its first-order half at position 2k,
+  // the second copy of its step-k timestep). PNDM has no set_begin_index in diffusers: its call
+  // counter restarts at 0 on timesteps()[step:], and that is reproduced as is. With
+  // skip_prk_steps and step >= 2 its two-call warm-up step goes from timesteps()[step] to
+  // timesteps()[step + 1] and the next call is at timesteps()[step + 2], so one noise level is
+  // skipped (diffusers' img2img with PNDMScheduler does the same); without skip_prk_steps its
+  // first 12 calls are Runge-Kutta calls that start from the timesteps of a full run's first
+  // three steps. Throws c10::Error (TORCH_CHECK) when a requirement does not hold.
+  virtual void StartAtStep(int step);
+  // The forward process q(x_t | x_0) to the timestep of the next model call: diffusers' add_noise
+  // of this scheduler (alpha-bar based for ddpm/ddim/pndm: sqrt(abar) x0 + sqrt(1-abar) noise;
+  // sigma based for the Euler family, DPM-Solver++ and UniPC as diffusers defines each).
+  // REQUIRES: !done().
+  // Euler family: x0 + sigma noise, which is already in its scaled coordinates: the result is
+  // the sample itself, never multiplied by init_noise_sigma(). DPM-Solver and UniPC:
+  // alpha x0 + sigma_t noise with alpha = 1 / sqrt(sigma^2 + 1), sigma_t = sigma alpha.
+  // The coefficients are float32 values converted to x0's dtype; x0 and noise are
+  // [images, ...] tensors of one shape on any device.
+  virtual at::Tensor AddNoise(const at::Tensor& x0, const at::Tensor& noise) const;
 
   // What the initial standard-normal latent is multiplied by.
   virtual double init_noise_sigma() const { return 1.0; }
@@ -83,8 +126,9 @@ class Sampler {
   }
 
  protected:
-  Sampler(const NoiseSchedule* schedule, std::vector<double> timesteps, std::vector<float> sigmas = {})
-      : schedule_(schedule), timesteps_(std::move(timesteps)), sigmas_(std::move(sigmas)) {}
+  Sampler(const NoiseSchedule* schedule, int num_steps, std::vector<double> timesteps,
+          std::vector<float> sigmas = {})
+      : schedule_(schedule), num_steps_(num_steps), timesteps_(std::move(timesteps)), sigmas_(std::move(sigmas)) {}
   virtual at::Tensor StepImpl(const at::Tensor& model_output, const at::Tensor& sample,
                               NoiseSource& noise) = 0;
 
@@ -94,9 +138,11 @@ class Sampler {
                              int64_t t) const;
 
   const NoiseSchedule* schedule_;  // Not owned; outlives the sampler.
+  int num_steps_;
   std::vector<double> timesteps_;
   std::vector<float> sigmas_;
-  int index_ = 0;
+  int index_ = 0;       // position in timesteps_ of the next model call
+  int first_call_ = 0;  // where this run started (StartAtStep)
 };
 
 // The sampler names imagegen accepts, in the order ListModels shows them.

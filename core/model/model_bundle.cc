@@ -246,6 +246,7 @@ absl::StatusOr<std::unique_ptr<ModelBundle>> ModelBundle::Load(const std::string
     auto encoder = LoadModule(dir / "vae_encoder.pt", b->device_);
     if (!encoder.ok()) return encoder.status();
     b->vae_encoder_ = *std::move(encoder);
+    b->config_.has_vae_encoder = true;
   }
 
   // One probe call per module with the shapes model.json promises, so that a mismatched bundle

@@ -46,6 +46,8 @@ class ModelBundle {
   torch::jit::Module& unet() { return unet_; }
   torch::jit::Module& vae_decoder() { return vae_decoder_; }
   bool has_vae_encoder() const { return vae_encoder_.has_value(); }
+  // REQUIRES: has_vae_encoder().
+  torch::jit::Module& vae_encoder() { return *vae_encoder_; }
 
  private:
   ModelBundle() : device_(torch::kCPU) {}

@@ -32,6 +32,8 @@ struct ModelConfig {
   // Linear latent-to-RGB preview: rgb = matrix [3 x C] * latent + bias, in [-1, 1].
   std::vector<float> latent_rgb_matrix;
   std::vector<float> latent_rgb_bias;
+  // Set by ModelBundle::Load when the bundle has vae_encoder.pt (needed for image to image).
+  bool has_vae_encoder = false;
 
   // Errors name `source` (the file) and the field.
   static absl::StatusOr<ModelConfig> FromJson(absl::string_view json_text, absl::string_view source);

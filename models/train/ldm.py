@@ -146,6 +146,8 @@ def scheduler_config(num_train_timesteps: int = 1000, beta_start: float = 1e-4,
         "clip_sample": False,
         "set_alpha_to_one": False,
         "steps_offset": 1,
+        # PNDM as Stable Diffusion configures it: PLMS without the Runge-Kutta warm-up.
+        "skip_prk_steps": True,
         "timestep_spacing": "leading",
     }
 

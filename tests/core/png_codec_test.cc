@@ -1,5 +1,6 @@
 // PNG encoding and decoding through libpng.
 #include "core/image/png_codec.h"
+#include "core/image/jpeg_codec.h"
 
 #include <string>
 
@@ -82,6 +83,43 @@ TEST(PngCodec, EmptyOrUnsupportedShapesAreRejected) {
   ASSERT_FALSE(png.ok());
   EXPECT_EQ(png.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(png.status().message().find("channels"), absl::string_view::npos) << png.status();
+}
+
+TEST(JpegCodec, RoundTripKeepsSizeChannelsAndApproximatePixels) {
+  for (int channels : {1, 3}) {
+    RasterImage flat;
+    flat.width = 24;
+    flat.height = 16;
+    flat.channels = channels;
+    flat.pixels.assign(24 * 16 * channels, 180);
+    auto jpeg = EncodeJpeg(flat, 95);
+    ASSERT_TRUE(jpeg.ok()) << jpeg.status();
+    auto back = DecodeJpeg(*jpeg);
+    ASSERT_TRUE(back.ok()) << back.status();
+    EXPECT_EQ(back->width, 24);
+    EXPECT_EQ(back->height, 16);
+    EXPECT_EQ(back->channels, channels);
+    for (uint8_t v : back->pixels) EXPECT_NEAR(v, 180, 3);
+  }
+}
+
+TEST(JpegCodec, GarbageIsInvalidArgumentWithLibjpegsReason) {
+  auto bad = DecodeJpeg(std::string("\xff\xd8\xff\xe0 truncated", 14));
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("JPEG"), std::string::npos);
+}
+
+TEST(DecodeImage, TellsPngFromJpegAndRefusesOthers) {
+  RasterImage gray = Pattern(8, 8, 1);
+  auto png = EncodePng(gray);
+  auto jpeg = EncodeJpeg(gray);
+  ASSERT_TRUE(png.ok() && jpeg.ok());
+  EXPECT_TRUE(DecodeImage(*png).ok());
+  EXPECT_TRUE(DecodeImage(*jpeg).ok());
+  auto gif = DecodeImage("GIF89a....");
+  ASSERT_FALSE(gif.ok());
+  EXPECT_EQ(gif.status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

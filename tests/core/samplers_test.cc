@@ -501,22 +501,32 @@ TEST(Samplers, UnsupportedSettingsNameKeyAndValue) {
   EXPECT_NE(refused.status().message().find("final_sigmas_type"), std::string::npos) << refused.status();
 }
 
-// Run to the end with the stand-in model and seeded noise; returns the final latent.
-at::Tensor RunToEnd(Sampler& s, const at::Tensor& x_T, uint64_t seed = 7) {
-  class SeededNoise : public NoiseSource {
-   public:
-    explicit SeededNoise(uint64_t seed) : gen_(at::make_generator<at::CPUGeneratorImpl>(seed)) {}
-    at::Tensor Draw(at::IntArrayRef shape) override { return at::randn(shape, gen_, at::kFloat); }
+class SeededNoise : public NoiseSource {
+ public:
+  explicit SeededNoise(uint64_t seed) : gen_(at::make_generator<at::CPUGeneratorImpl>(seed)) {}
+  at::Tensor Draw(at::IntArrayRef shape) override { return at::randn(shape, gen_, at::kFloat); }
 
-   private:
-    at::Generator gen_;
-  } noise(seed);
-  at::Tensor x = x_T * s.init_noise_sigma();
+ private:
+  at::Generator gen_;
+};
+
+// Runs the stand-in model from the sampler's current position and sample `x` to the end, with
+// seeded noise; returns the final latent and counts the model calls in `*calls` if given.
+at::Tensor RunFrom(Sampler& s, at::Tensor x, uint64_t seed = 7, int* calls = nullptr) {
+  SeededNoise noise(seed);
+  int n = 0;
   while (!s.done()) {
     const double t = s.current_timestep();
     x = s.Step(StandInModel(s.ScaleModelInput(x), t), x, noise);
+    ++n;
   }
+  if (calls != nullptr) *calls = n;
   return x;
+}
+
+// Run to the end with the stand-in model and seeded noise; returns the final latent.
+at::Tensor RunToEnd(Sampler& s, const at::Tensor& x_T, uint64_t seed = 7) {
+  return RunFrom(s, x_T * s.init_noise_sigma(), seed);
 }
 
 TEST(Samplers, FirstOrderSolversAgreeWithDdim) {
@@ -569,6 +579,255 @@ TEST(Samplers, EveryConfigurationRunsToAFiniteEnd) {
         EXPECT_TRUE(x.isfinite().all().item<bool>()) << steps << " steps";
       }
     }
+  }
+}
+
+// ---- Image to image (diffusers' StableDiffusionImg2ImgPipeline: get_timesteps, set_begin_index,
+// prepare_latents' add_noise).
+
+TEST(ImageToImage, StartStepIsDiffusersGetTimesteps) {
+  // t_start = max(n - min(int(n * strength), n), 0).
+  EXPECT_EQ(Sampler::ImageToImageStartStep(30, 0.75), 8);   // int(22.5) = 22
+  EXPECT_EQ(Sampler::ImageToImageStartStep(30, 1.0), 0);
+  EXPECT_EQ(Sampler::ImageToImageStartStep(50, 0.8), 10);
+  EXPECT_EQ(Sampler::ImageToImageStartStep(10, 0.5), 5);
+  EXPECT_EQ(Sampler::ImageToImageStartStep(100, 0.29), 72);  // 100 * 0.29 = 28.999999999999996
+  EXPECT_EQ(Sampler::ImageToImageStartStep(3, 0.7), 1);      // 2.0999999999999996
+  EXPECT_EQ(Sampler::ImageToImageStartStep(1, 1.0), 0);
+  // No step left: the caller refuses these (StartAtStep(num_steps) is not allowed).
+  EXPECT_EQ(Sampler::ImageToImageStartStep(30, 0.01), 30);
+  EXPECT_EQ(Sampler::ImageToImageStartStep(1, 0.99), 1);
+  // Outside (0, 1].
+  EXPECT_EQ(Sampler::ImageToImageStartStep(30, 0.0), 30);
+  EXPECT_EQ(Sampler::ImageToImageStartStep(30, -0.5), 30);
+  EXPECT_EQ(Sampler::ImageToImageStartStep(30, std::nan("")), 30);
+  EXPECT_EQ(Sampler::ImageToImageStartStep(30, 1.5), 0);
+  EXPECT_EQ(Sampler::ImageToImageStartStep(30, 1e300), 0);
+}
+
+// The configurations the image-to-image tests run every sampler under.
+const std::vector<std::string>& ImageToImageConfigs() {
+  static const auto* configs = new std::vector<std::string>{
+      R"("timestep_spacing": "leading", "steps_offset": 1, "skip_prk_steps": true, "set_alpha_to_one": false, "clip_sample": false)",
+      R"("prediction_type": "v_prediction", "timestep_spacing": "trailing")",
+      R"("timestep_spacing": "linspace", "use_karras_sigmas": true, "solver_order": 3)",
+      R"("solver_order": 3, "lower_order_final": false, "disable_corrector": [0, 1, 5], "final_sigmas_type": "sigma_min", "solver_type": "heun")",
+      R"("beta_schedule": "squaredcos_cap_v2", "lambda_min_clipped": -5.1, "algorithm_type": "dpmsolver", "final_sigmas_type": "sigma_min", "predict_x0": false)",
+  };
+  return *configs;
+}
+
+TEST(ImageToImage, StartAtStepLeavesDiffusersRemainingCalls) {
+  // diffusers runs timesteps[t_start * order:] with set_begin_index(t_start * order); order is 2
+  // for Heun and 1 for every other scheduler (PNDM included). The run ends done() with finite
+  // values after exactly the remaining calls.
+  for (const std::string& more : ImageToImageConfigs()) {
+    NoiseSchedule s(SdConfig(more));
+    for (const std::string& name : SamplerNames()) {
+      for (int steps : {1, 4, 10, 16}) {
+        SamplerOptions options;
+        options.eta = 0.5;
+        auto full = CreateSampler(name, &s, steps, options);
+        if (!full.ok()) continue;  // a documented refusal (Samplers.EveryConfigurationRunsToAFiniteEnd)
+        const int order = name == "heun" ? 2 : 1;
+        EXPECT_EQ((*full)->order(), order) << name;
+        EXPECT_EQ((*full)->num_steps(), steps) << name;
+        EXPECT_EQ((*full)->first_call(), 0) << name;
+        for (int k = 0; k < steps; ++k) {
+          SCOPED_TRACE(name + ", " + std::to_string(steps) + " steps from step " + std::to_string(k) + ", " + more);
+          auto sampler = CreateSampler(name, &s, steps, options);
+          Sampler& sm = **sampler;
+          sm.StartAtStep(k);
+          EXPECT_EQ(sm.num_steps(), steps);
+          EXPECT_EQ(sm.call_index(), k * order);
+          EXPECT_EQ(sm.first_call(), k * order);
+          EXPECT_FALSE(sm.done());
+          // The full list is unchanged; the calls left are its tail.
+          EXPECT_EQ(sm.timesteps(), (*full)->timesteps());
+          EXPECT_EQ(sm.sigmas(), (*full)->sigmas());
+          std::vector<double> remaining;
+          at::Tensor x0 = at::randn({2, 4, 3, 3}, at::make_generator<at::CPUGeneratorImpl>(k + 1)).clamp(-1, 1);
+          at::Tensor x = sm.AddNoise(x0, at::randn({2, 4, 3, 3}, at::make_generator<at::CPUGeneratorImpl>(99)));
+          SeededNoise noise(5);
+          while (!sm.done()) {
+            remaining.push_back(sm.current_timestep());
+            x = sm.Step(StandInModel(sm.ScaleModelInput(x), sm.current_timestep()), x, noise);
+          }
+          const std::vector<double> expected(sm.timesteps().begin() + k * order, sm.timesteps().end());
+          EXPECT_EQ(remaining, expected);
+          EXPECT_EQ(static_cast<int>(remaining.size()), sm.num_calls() - sm.first_call());
+          EXPECT_EQ(sm.call_index(), sm.num_calls());
+          EXPECT_TRUE(x.isfinite().all().item<bool>());
+        }
+      }
+    }
+  }
+}
+
+TEST(ImageToImage, StartAtStepRequirements) {
+  NoiseSchedule s(SdConfig());
+  auto sampler = CreateSampler("dpmpp_2m", &s, 10);
+  EXPECT_THROW((*sampler)->StartAtStep(10), c10::Error);
+  EXPECT_THROW((*sampler)->StartAtStep(-1), c10::Error);
+  RecordedNoise none;
+  at::Tensor x = at::zeros({1, 1, 2, 2});
+  x = (*sampler)->Step(x, x, none);
+  EXPECT_THROW((*sampler)->StartAtStep(3), c10::Error);  // not fresh
+  auto last = CreateSampler("heun", &s, 10);
+  (*last)->StartAtStep(9);
+  EXPECT_EQ((*last)->num_calls() - (*last)->call_index(), 1);  // the final Euler step to 0
+}
+
+TEST(ImageToImage, AddNoiseIsEachSchedulersForwardProcess) {
+  NoiseSchedule s(SdConfig(R"("timestep_spacing": "trailing", "skip_prk_steps": true)"));
+  const at::Tensor x0 = at::randn({2, 4, 3, 3}, at::make_generator<at::CPUGeneratorImpl>(11));
+  const at::Tensor noise = at::randn({2, 4, 3, 3}, at::make_generator<at::CPUGeneratorImpl>(12));
+  for (const std::string& name : SamplerNames()) {
+    for (int k : {0, 3, 7}) {
+      SCOPED_TRACE(name + " from step " + std::to_string(k));
+      auto sampler = CreateSampler(name, &s, 8);
+      ASSERT_TRUE(sampler.ok()) << sampler.status();
+      Sampler& sm = **sampler;
+      sm.StartAtStep(k);
+      const at::Tensor xt = sm.AddNoise(x0, noise);
+      const double t = sm.current_timestep();
+      if (name == "ddpm" || name == "ddim" || name == "pndm") {
+        // sqrt(abar_t) x0 + sqrt(1 - abar_t) noise, as NoiseSchedule::AddNoise (Ho et al. eq. 4).
+        EXPECT_TRUE(xt.equal(s.AddNoise(x0, noise, at::full({2}, static_cast<int64_t>(t), at::kLong))));
+        const double ab = s.alpha_bar(static_cast<int>(t));
+        EXPECT_LT(RelError(xt, std::sqrt(ab) * x0 + std::sqrt(1 - ab) * noise), 1e-6);
+        continue;
+      }
+      const float sigma = sm.sigmas()[sm.call_index()];
+      if (name == "euler" || name == "euler_a" || name == "heun") {
+        // diffusers: original_samples + noise * sigma, with sigma of begin_index.
+        EXPECT_TRUE(xt.equal(x0 + noise * sigma));
+        // The same point as the variance-preserving forward process at that (integer, trailing)
+        // timestep, in the Euler family's coordinates x_VE = x_VP * sqrt(sigma^2 + 1).
+        at::Tensor vp = s.AddNoise(x0, noise, at::full({2}, static_cast<int64_t>(t), at::kLong));
+        EXPECT_LT(RelError(sm.ScaleModelInput(xt), vp), 1e-5);
+      } else {
+        // DPM-Solver, UniPC: alpha_t x0 + sigma_t noise, alpha_t = 1 / sqrt(sigma^2 + 1),
+        // sigma_t = sigma alpha_t, which is the alpha-bar forward process at integer timesteps.
+        const float alpha = 1.0f / std::sqrt(sigma * sigma + 1.0f);
+        EXPECT_LT(RelError(xt, alpha * x0 + (sigma * alpha) * noise), 1e-6);
+        if (name != "dpmpp_2m_karras") {  // Karras sigmas lie between the training timesteps
+          EXPECT_LT(RelError(xt, s.AddNoise(x0, noise, at::full({2}, static_cast<int64_t>(t), at::kLong))), 1e-5);
+        }
+      }
+    }
+  }
+}
+
+TEST(ImageToImage, AddNoiseOfZeroAtStepZeroIsTheTextToImageStart) {
+  // With x0 = 0 and no step skipped, the Euler family's img2img latent is the text-to-image one
+  // (noise * init_noise_sigma) where the first timestep is the noisiest (linspace, trailing).
+  NoiseSchedule s(SdConfig(R"("timestep_spacing": "trailing")"));
+  const at::Tensor noise = at::randn({1, 4, 3, 3}, at::make_generator<at::CPUGeneratorImpl>(13));
+  for (const char* name : {"euler", "euler_a", "heun"}) {
+    auto sampler = CreateSampler(name, &s, 12);
+    (*sampler)->StartAtStep(0);
+    EXPECT_TRUE(at::allclose((*sampler)->AddNoise(at::zeros_like(noise), noise),
+                             noise * (*sampler)->init_noise_sigma(), 1e-6, 0))
+        << name;
+  }
+  // The alpha-bar samplers: sqrt(1 - abar) noise, within 1e-3 of the unit-variance start at t = 999.
+  for (const char* name : {"ddim", "dpmpp_2m", "unipc"}) {
+    auto sampler = CreateSampler(name, &s, 12);
+    (*sampler)->StartAtStep(0);
+    EXPECT_TRUE(at::allclose((*sampler)->AddNoise(at::zeros_like(noise), noise), noise, 0, 1e-2)) << name;
+  }
+}
+
+TEST(ImageToImage, StartAtStepFreshStateWarmsUpAsDiffusers) {
+  // After set_begin_index diffusers' multistep schedulers have no history: their first step is
+  // first order, so it equals that of solver_order 1; the second one is not.
+  const at::Tensor x = at::randn({1, 4, 3, 3}, at::make_generator<at::CPUGeneratorImpl>(14));
+  for (const char* name : {"dpmpp_2m", "unipc"}) {
+    NoiseSchedule two(SdConfig(R"("solver_order": 2)"));
+    NoiseSchedule one(SdConfig(R"("solver_order": 1)"));
+    auto a = CreateSampler(name, &two, 20);
+    auto b = CreateSampler(name, &one, 20);
+    (*a)->StartAtStep(6);
+    (*b)->StartAtStep(6);
+    RecordedNoise none;
+    at::Tensor xa = (*a)->Step(StandInModel(x, (*a)->current_timestep()), x, none);
+    at::Tensor xb = (*b)->Step(StandInModel(x, (*b)->current_timestep()), x, none);
+    EXPECT_TRUE(xa.equal(xb)) << name;
+    xa = (*a)->Step(StandInModel(xa, (*a)->current_timestep()), xa, none);
+    xb = (*b)->Step(StandInModel(xb, (*b)->current_timestep()), xb, none);
+    EXPECT_GT(RelError(xa, xb), 1e-6) << name;
+  }
+  // Heun starts at position 2k, s_k's second copy, with its first-order half: an Euler step from
+  // s_k to s_{k+1}, the same as Euler's from step k.
+  NoiseSchedule s(SdConfig());
+  auto heun = CreateSampler("heun", &s, 10);
+  auto euler = CreateSampler("euler", &s, 10);
+  (*heun)->StartAtStep(4);
+  (*euler)->StartAtStep(4);
+  EXPECT_EQ((*heun)->current_timestep(), (*euler)->current_timestep());
+  EXPECT_TRUE((*heun)->ScaleModelInput(x).equal((*euler)->ScaleModelInput(x)));
+  RecordedNoise none;
+  at::Tensor out = StandInModel((*euler)->ScaleModelInput(x), (*euler)->current_timestep());
+  EXPECT_TRUE((*heun)->Step(out, x, none).equal((*euler)->Step(out, x, none)));
+  EXPECT_EQ((*heun)->current_timestep(), (*euler)->current_timestep());  // t_5, Heun's second call
+}
+
+TEST(ImageToImage, PndmCountsItsCallsFromZero) {
+  // diffusers' PNDM has no set_begin_index: its counter starts at 0 on timesteps[t_start:], so its
+  // two-call warm-up step is taken on the first two remaining timesteps. skip_prk_steps with 4
+  // steps: timesteps 750 500 500 250 0; from step 2 the calls are 500 (Euler 500 -> 250), 250
+  // (the second half of the warm-up, from 500 to 250 with the mean of both outputs), 0.
+  NoiseSchedule s(ParseConfig(R"({"skip_prk_steps": true, "clip_sample": false})"));
+  auto p = CreateSampler("pndm", &s, 4);
+  (*p)->StartAtStep(2);
+  EXPECT_EQ(std::vector<double>((*p)->timesteps().begin() + 2, (*p)->timesteps().end()),
+            (std::vector<double>{500, 250, 0}));
+  // The same two calls as DDIM-style transfers (Liu et al. eq. 9) by hand.
+  auto transfer = [&](const at::Tensor& x, int t, int prev, const at::Tensor& eps) {
+    const double a = s.alpha_bar(t), ap = prev >= 0 ? s.alpha_bar(prev) : s.alpha_bar(0);
+    return std::sqrt(ap / a) * x - (ap - a) * eps / (a * std::sqrt(1 - ap) + std::sqrt(a * (1 - a) * ap));
+  };
+  const at::Tensor x = at::randn({1, 4, 2, 2}, at::make_generator<at::CPUGeneratorImpl>(15));
+  RecordedNoise none;
+  const at::Tensor e0 = StandInModel(x, 500);
+  const at::Tensor x1 = (*p)->Step(e0, x, none);
+  EXPECT_LT(RelError(x1, transfer(x, 500, 250, e0)), 1e-5);
+  const at::Tensor e1 = StandInModel(x1, 250);
+  const at::Tensor x2 = (*p)->Step(e1, x1, none);
+  EXPECT_LT(RelError(x2, transfer(x, 500, 250, (e0 + e1) / 2)), 1e-5);
+  EXPECT_EQ((*p)->current_timestep(), 0);
+}
+
+TEST(ImageToImage, DdimRunMatchesDiffusersByHand) {
+  // StableDiffusionImg2ImgPipeline with DDIMScheduler and Stable Diffusion's config (leading,
+  // steps_offset 1, set_alpha_to_one false, clip_sample false), 10 steps, strength 0.5:
+  // init_timestep = 5, t_start = 5, timesteps[5:] = 401 301 201 101 1, latents =
+  // add_noise(x0, noise, 401), then DDIM (eta 0): x0_pred = (x - sqrt(1 - a) eps) / sqrt(a),
+  // x = sqrt(a_prev) x0_pred + sqrt(1 - a_prev) eps, a_prev of t - 100 (abar_0 for the last).
+  NoiseSchedule s(SdConfig(R"("timestep_spacing": "leading", "steps_offset": 1, "set_alpha_to_one": false, "clip_sample": false)"));
+  auto ddim = CreateSampler("ddim", &s, 10);
+  ASSERT_TRUE(ddim.ok());
+  const int k = Sampler::ImageToImageStartStep(10, 0.5);
+  ASSERT_EQ(k, 5);
+  (*ddim)->StartAtStep(k);
+  const at::Tensor x0 = at::tensor({0.8f, -0.3f, 0.1f, -1.2f}, at::kFloat).view({1, 1, 2, 2});
+  const at::Tensor noise = at::tensor({-0.4f, 1.1f, 0.25f, -2.0f}, at::kFloat).view({1, 1, 2, 2});
+  int calls = 0;
+  at::Tensor got = RunFrom(**ddim, (*ddim)->AddNoise(x0, noise), 7, &calls);
+  EXPECT_EQ(calls, 5);
+  for (int64_t i = 0; i < 4; ++i) {
+    const double ref_x0 = x0.flatten()[i].item<double>(), n = noise.flatten()[i].item<double>();
+    double a = s.alpha_bar(401);
+    double x = std::sqrt(a) * ref_x0 + std::sqrt(1 - a) * n;
+    for (int t : {401, 301, 201, 101, 1}) {
+      a = s.alpha_bar(t);
+      const double a_prev = t - 100 >= 0 ? s.alpha_bar(t - 100) : s.alpha_bar(0);
+      const double eps = 0.5 * x + 0.1 * std::sin(x) + 0.001 * t;
+      const double pred = (x - std::sqrt(1 - a) * eps) / std::sqrt(a);
+      x = std::sqrt(a_prev) * pred + std::sqrt(1 - a_prev) * eps;
+    }
+    EXPECT_NEAR(got.flatten()[i].item<double>(), x, 1e-5 * std::max(1.0, std::abs(x))) << i;
   }
 }
 

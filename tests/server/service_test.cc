@@ -25,6 +25,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/notification.h"
+#include "core/image/jpeg_codec.h"
 #include "core/image/png_codec.h"
 #include "core/math/samplers.h"
 #include "imagegen/v1/imagegen.grpc.pb.h"
@@ -509,6 +510,162 @@ TEST_F(ImageGeneratorServiceTest, MetricsCountRequestsByOutcome) {
   EXPECT_EQ(SumSamples(metrics, "imagegen_denoising_steps_total", {"model=\"tiny-random\""}), 3.0) << metrics;
   EXPECT_EQ(SumSamples(metrics, "imagegen_step_duration_seconds_count", {"model=\"tiny-random\""}), 3.0) << metrics;
   EXPECT_EQ(SumSamples(metrics, "imagegen_queue_depth", {}), 0.0) << metrics;
+}
+
+// ---- Samplers, seeds and image to image through the real gRPC path (issue 4) ----
+
+TEST_F(ImageGeneratorServiceTest, EverySamplerIsSelectableAndListed) {
+  auto context = NewContext();
+  v1::ListModelsResponse models;
+  ASSERT_TRUE(stub_->ListModels(context.get(), v1::ListModelsRequest(), &models).ok());
+  ASSERT_EQ(models.models_size(), 1);
+  const auto& listed = models.models(0).samplers();
+  EXPECT_EQ(std::vector<std::string>(listed.begin(), listed.end()), SamplerNames());
+  for (const std::string& sampler : SamplerNames()) {
+    v1::GenerateRequest request = SmallRequest();
+    request.set_steps(5);
+    request.set_sampler(sampler);
+    v1::GenerateResponse response;
+    const grpc::Status status = GenerateImages(request, &response);
+    EXPECT_TRUE(status.ok()) << sampler << ": " << status.error_message();
+    EXPECT_EQ(response.sampler(), sampler);
+    ASSERT_EQ(response.images_size(), 1) << sampler;
+  }
+}
+
+// The largest difference between two 8-bit images of the same size, in levels of 255.
+int MaxPixelDifference(const std::string& png_a, const std::string& png_b) {
+  auto a = DecodePng(png_a);
+  auto b = DecodePng(png_b);
+  EXPECT_TRUE(a.ok() && b.ok());
+  if (!a.ok() || !b.ok() || a->pixels.size() != b->pixels.size()) return 256;
+  int worst = 0;
+  for (size_t i = 0; i < a->pixels.size(); ++i) worst = std::max(worst, std::abs(a->pixels[i] - b->pixels[i]));
+  return worst;
+}
+
+// Image i of a request uses seed + i through its own generator: the same seed gives the same
+// image alone, or at another position of a larger batch (the UNet's batched arithmetic may move
+// a pixel by one level).
+TEST_F(ImageGeneratorServiceTest, SeedGivesTheSameImageAloneOrInsideABatch) {
+  for (const std::string& sampler : {std::string("ddim"), std::string("euler_a"), std::string("ddpm")}) {
+    SCOPED_TRACE(sampler);
+    v1::GenerateRequest alone = SmallRequest();
+    alone.set_sampler(sampler);
+    alone.set_seed(100);
+    v1::GenerateRequest batch = alone;
+    batch.set_seed(98);
+    batch.set_num_images(4);
+    v1::GenerateResponse alone_response, batch_response;
+    ASSERT_TRUE(GenerateImages(alone, &alone_response).ok());
+    ASSERT_TRUE(GenerateImages(batch, &batch_response).ok());
+    ASSERT_EQ(batch_response.images_size(), 4);
+    EXPECT_EQ(batch_response.images(2).seed(), 100u);
+    EXPECT_LE(MaxPixelDifference(alone_response.images(0).data(), batch_response.images(2).data()), 1);
+    // And a different seed gives a different image.
+    EXPECT_GT(MaxPixelDifference(alone_response.images(0).data(), batch_response.images(1).data()), 1);
+  }
+}
+
+// A 32x32 picture: a bright rectangle on black, like the default model's images.
+RasterImage InitRaster(int channels) {
+  RasterImage image;
+  image.width = 32;
+  image.height = 32;
+  image.channels = channels;
+  image.pixels.assign(32 * 32 * channels, 0);
+  for (int y = 6; y < 26; ++y) {
+    for (int x = 10; x < 22; ++x) {
+      for (int c = 0; c < channels; ++c) image.pixels[(y * 32 + x) * channels + c] = 230;
+    }
+  }
+  return image;
+}
+
+TEST_F(ImageGeneratorServiceTest, ImageToImageFromPngRunsTheLastStepsOnly) {
+  auto png = EncodePng(InitRaster(1));
+  ASSERT_TRUE(png.ok());
+  v1::GenerateRequest request = SmallRequest();
+  request.set_steps(10);
+  request.set_init_image(*png);
+  request.set_strength(0.5f);
+  const StreamOutcome out = Generate(request);
+  ASSERT_TRUE(out.status.ok()) << out.status.error_message();
+  ASSERT_GE(out.events.size(), 3u);
+  const v1::GenerateEvent& last_progress = out.events[out.events.size() - 2];
+  ASSERT_TRUE(last_progress.has_progress());
+  EXPECT_EQ(last_progress.progress().total_steps(), 5u);  // the last int(10 * 0.5) steps
+  EXPECT_EQ(last_progress.progress().step(), 5u);
+  const v1::GenerateResponse& result = out.events.back().result();
+  ASSERT_EQ(result.images_size(), 1);
+  auto decoded = DecodePng(result.images(0).data());
+  ASSERT_TRUE(decoded.ok());
+  EXPECT_EQ(decoded->width, 32);
+  EXPECT_EQ(decoded->height, 32);
+}
+
+TEST_F(ImageGeneratorServiceTest, ImageToImageDependsOnTheInitImageAndItsSeed) {
+  auto rgb_jpeg = EncodeJpeg(InitRaster(3));
+  RasterImage dark = InitRaster(1);
+  std::fill(dark.pixels.begin(), dark.pixels.end(), 20);
+  auto dark_png = EncodePng(dark);
+  ASSERT_TRUE(rgb_jpeg.ok() && dark_png.ok());
+  auto run = [&](const std::string& init) {
+    v1::GenerateRequest request = SmallRequest();
+    request.set_steps(10);
+    request.set_init_image(init);
+    request.set_strength(0.3f);
+    v1::GenerateResponse response;
+    const grpc::Status status = GenerateImages(request, &response);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    return response.images_size() == 1 ? response.images(0).data() : std::string();
+  };
+  const std::string from_jpeg = run(*rgb_jpeg);
+  EXPECT_EQ(run(*rgb_jpeg), from_jpeg);  // same init image, same seed: the same picture
+  EXPECT_GT(MaxPixelDifference(from_jpeg, run(*dark_png)), 8);
+}
+
+TEST_F(ImageGeneratorServiceTest, ImageToImageTakesItsSizeFromTheInitImage) {
+  RasterImage big = InitRaster(1);
+  big.width = 16;  // 16x32 pixels
+  big.pixels.resize(16 * 32);
+  auto png = EncodePng(big);
+  ASSERT_TRUE(png.ok());
+  v1::GenerateRequest request = SmallRequest();
+  request.set_init_image(*png);
+  request.set_strength(0.8f);
+  v1::GenerateResponse response;
+  const grpc::Status status = GenerateImages(request, &response);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(response.images(0).width(), 16u);
+  EXPECT_EQ(response.images(0).height(), 32u);
+}
+
+TEST_F(ImageGeneratorServiceTest, InvalidImageToImageFieldsAreNamed) {
+  auto png = EncodePng(InitRaster(1));
+  ASSERT_TRUE(png.ok());
+  struct Case {
+    std::string field;
+    std::function<void(v1::GenerateRequest&)> spoil;
+  };
+  const std::vector<Case> cases = {
+      {"init_image", [&](auto& r) { r.set_init_image("GIF89a not an image"); r.set_strength(0.5f); }},
+      {"init_image", [&](auto& r) { r.set_init_image(png->substr(0, 40)); r.set_strength(0.5f); }},
+      {"init_image", [&](auto& r) { r.set_init_image(*png); r.set_strength(0.5f); r.set_width(64); }},
+      {"strength", [&](auto& r) { r.set_init_image(*png); r.set_strength(1.5f); }},
+      {"strength", [&](auto& r) { r.set_init_image(*png); r.set_strength(-0.5f); }},
+      {"strength", [&](auto& r) { r.set_init_image(*png); }},  // 0 with an init image
+      {"strength", [&](auto& r) { r.set_init_image(*png); r.set_strength(0.2f); }},  // 3 steps * 0.2 < 1
+  };
+  for (const Case& c : cases) {
+    v1::GenerateRequest request = SmallRequest();
+    c.spoil(request);
+    v1::GenerateResponse response;
+    const grpc::Status status = GenerateImages(request, &response);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << c.field << ": " << status.error_message();
+    EXPECT_TRUE(absl::StartsWith(status.error_message(), c.field + " "))
+        << "\"" << status.error_message() << "\" does not begin with " << c.field;
+  }
 }
 
 }  // namespace
