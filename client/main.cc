@@ -331,6 +331,8 @@ absl::Status RunGenerate() {
   while (stream->Read(&event)) {
     if (event.has_accepted()) {
       progress.Accepted(event.accepted().job_id(), event.accepted().queue_position(), absl::Now());
+    } else if (event.has_progress() && event.progress().step() == 0) {
+      progress.Queued(event.progress().queue_position(), absl::Now());
     } else if (event.has_progress()) {
       progress.Step(event.progress().step(), event.progress().total_steps(), absl::Now());
       if (!previews_dir.empty()) {

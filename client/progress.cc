@@ -39,6 +39,12 @@ void ProgressLine::Accepted(const std::string& job_id, uint32_t queue_position, 
   }
 }
 
+void ProgressLine::Queued(uint32_t queue_position, absl::Time now) {
+  if (!interactive_) return;
+  Redraw(absl::StrCat("job ", job_id_, ": queued (position ", queue_position, ")"));
+  last_redraw_ = now;
+}
+
 void ProgressLine::Step(uint32_t step, uint32_t total_steps, absl::Time now) {
   if (!first_step_time_) {
     first_step_time_ = now;

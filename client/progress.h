@@ -23,6 +23,8 @@ class ProgressLine {
 
   void Accepted(const std::string& job_id, uint32_t queue_position, absl::Time now);
   void Step(uint32_t step, uint32_t total_steps, absl::Time now);
+  // While queued: the server's newer queue position (shown on a terminal only).
+  void Queued(uint32_t queue_position, absl::Time now);
   // Ends the line (success or not), so that what is printed next starts on a fresh line.
   void Finish(absl::Time now);
 

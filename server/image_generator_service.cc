@@ -85,6 +85,22 @@ class GenerateReactor : public grpc::ServerWriteReactor<v1::GenerateEvent>,
     Pump();
   }
 
+  void OnQueuePosition(int queue_position) override {
+    v1::GenerateEvent event;
+    event.mutable_progress()->set_queue_position(queue_position);
+    event.mutable_progress()->set_total_steps(job_.steps);
+    {
+      absl::MutexLock lock(&mu_);
+      if (finished_) return;
+      if (accepted_) {  // not sent yet: let it carry the newest position
+        accepted_->mutable_accepted()->set_queue_position(queue_position);
+        return;
+      }
+      progress_ = std::move(event);
+    }
+    Pump();
+  }
+
   void OnProgress(ProgressUpdate update) override {
     v1::GenerateEvent event;
     v1::Progress* p = event.mutable_progress();

@@ -3,6 +3,7 @@
 
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <atomic>
 #include <iostream>
 #include <thread>
@@ -27,7 +28,17 @@ ABSL_FLAG(std::string, model_dir, IMAGEGEN_DEFAULT_MODEL_DIR,
 ABSL_FLAG(std::string, default_model, "",
           "Model used when a request names none; empty: the first bundle by folder name.");
 ABSL_FLAG(int, max_queue, 64, "Jobs that may wait in the queue; beyond it requests get RESOURCE_EXHAUSTED.");
-ABSL_FLAG(std::string, device, "cpu", "Torch device of the worker: cpu or cuda:N.");
+ABSL_FLAG(std::vector<std::string>, devices, {"cpu"},
+          "Comma-separated Torch devices, one worker (with its own model replicas) each: cpu, or "
+          "cuda:0,cuda:1,...");
+ABSL_FLAG(int, max_batch_rows, 32, "UNet rows per batched call (guidance counts two rows per image).");
+ABSL_FLAG(int, max_queue_delay_ms, 0, "How long an idle worker waits for queued work to fill a first batch.");
+ABSL_FLAG(std::string, batching, "step",
+          "step: jobs join and leave the batch at every denoising step (continuous batching); request: a "
+          "batch forms, runs to the end, then the next (for comparison).");
+ABSL_FLAG(int, priority_aging_ms, 10000,
+          "A queued job gains one priority level per this many milliseconds waited, so low priority "
+          "work is never starved.");
 ABSL_FLAG(int, intra_op_threads, 0, "LibTorch intra-op threads of the worker; 0: LibTorch's default (one per physical core).");
 ABSL_FLAG(int, interop_threads, 1, "LibTorch inter-op threads (process-wide).");
 ABSL_FLAG(int, max_steps, 200, "Largest steps a request may ask for.");
@@ -55,7 +66,16 @@ int main(int argc, char** argv) {
   options.model_dir = absl::GetFlag(FLAGS_model_dir);
   options.default_model = absl::GetFlag(FLAGS_default_model);
   options.engine.max_queue = absl::GetFlag(FLAGS_max_queue);
-  options.engine.device = absl::GetFlag(FLAGS_device);
+  options.engine.devices = absl::GetFlag(FLAGS_devices);
+  options.engine.max_batch_rows = absl::GetFlag(FLAGS_max_batch_rows);
+  options.engine.max_queue_delay = absl::Milliseconds(absl::GetFlag(FLAGS_max_queue_delay_ms));
+  options.engine.priority_aging = absl::Milliseconds(std::max(1, absl::GetFlag(FLAGS_priority_aging_ms)));
+  const std::string batching = absl::GetFlag(FLAGS_batching);
+  if (batching != "step" && batching != "request") {
+    std::cerr << "imagegen-server: --batching is \"" << batching << "\"; allowed: step, request\n";
+    return 2;
+  }
+  options.engine.request_level_batching = batching == "request";
   options.engine.intra_op_threads = absl::GetFlag(FLAGS_intra_op_threads);
   options.engine.limits.max_steps = absl::GetFlag(FLAGS_max_steps);
   options.engine.limits.max_images = absl::GetFlag(FLAGS_max_images);
@@ -72,7 +92,8 @@ int main(int argc, char** argv) {
   std::cerr << "imagegen-server: serving gRPC on port " << (*server)->port() << " (" << options.listen
             << "), metrics on " << (options.metrics_listen.empty() ? std::string("none")
                                                                    : absl::StrCat("port ", (*server)->metrics_port(), "/metrics"))
-            << "; device " << options.engine.device << "; models: " << absl::StrJoin(models, ", ")
+            << "; devices " << absl::StrJoin(options.engine.devices, ",") << " (" << batching
+            << "-level batching, " << options.engine.max_batch_rows << " rows); models: " << absl::StrJoin(models, ", ")
             << " (default " << (*server)->default_model() << ")" << std::endl;
 
   signal(SIGINT, OnSignal);

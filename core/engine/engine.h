@@ -1,16 +1,16 @@
-// The engine: admission of generation jobs, and the worker that runs them.
+// The engine: admission of generation jobs, and the workers that run them.
 //
-// Engine::Submit puts a job in a bounded FIFO queue (a full queue is refused at once). A worker
-// thread takes the next job, encodes its text, runs its reverse process step by step, and
-// reports progress, previews and the result to the job's JobListener; what it does goes to an
+// Engine::Submit puts a job in a bounded priority queue (JobQueue; a full queue is refused at
+// once). One worker thread per device runs a StepScheduler: every tick it admits queued jobs
+// into its running set while they fit the row budget, and runs one batched UNet call over the
+// running jobs that share a model and image size (step-level continuous batching). Each job's
+// progress, previews and result go to its JobListener; what the engine does goes to an
 // EngineObserver. Cancellation, a passed deadline or Shutdown end a job at its next step
-// boundary. This first form runs one job at a time on one worker; the per-step batched call
-// (Generation::DenoiseStep) already accepts rows of several jobs.
+// boundary (at once while it is queued).
 #ifndef IMAGEGEN_CORE_ENGINE_ENGINE_H_
 #define IMAGEGEN_CORE_ENGINE_ENGINE_H_
 
 #include <atomic>
-#include <deque>
 #include <memory>
 #include <string>
 #include <thread>
@@ -20,32 +20,51 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "core/engine/engine_observer.h"
 #include "core/engine/job.h"
+#include "core/engine/job_queue.h"
+#include "core/engine/pipeline.h"
 #include "core/model/model_config.h"
 
 namespace imagegen {
 
 class ModelBundle;
+class StepScheduler;
 
-// Thread-safe. Owns the model bundles and the worker thread; the destructor shuts down.
+// Thread-safe. Owns the model bundles and the worker threads; the destructor shuts down.
 class Engine {
  public:
   struct Options {
     // Jobs that may wait in the queue (running jobs not counted). A full queue refuses at once.
     int max_queue = 64;
-    // Torch device of the worker: "cpu" or "cuda:N".
-    std::string device = "cpu";
-    // LibTorch intra-op threads of the worker; 0: LibTorch's default (one per physical core).
+    // One worker per device, each with its own model replicas: "cpu" or "cuda:N".
+    std::vector<std::string> devices = {"cpu"};
+    // LibTorch intra-op threads of each worker; 0: LibTorch's default (one per physical core).
     int intra_op_threads = 0;
+    // UNet rows per call (guidance counts two rows per image).
+    int max_batch_rows = 32;
+    // How long an idle worker waits for queued rows to fill a first batch.
+    absl::Duration max_queue_delay = absl::ZeroDuration();
+    // Request-level batching (a batch forms, runs to the end, then the next) instead of
+    // step-level batching; for comparison.
+    bool request_level_batching = false;
+    // A waiting job gains one priority level per `priority_aging` waited (JobQueue).
+    absl::Duration priority_aging = absl::Seconds(10);
     RequestLimits limits;
   };
 
-  // Loads each bundle in `bundle_dirs` and starts the worker. Errors name the bundle file at
-  // fault. `observer` may be null; otherwise it must outlive the engine.
+  // Loads each bundle in `bundle_dirs` once per device and starts the workers. Errors name the
+  // bundle file at fault. `observer` may be null; otherwise it must outlive the engine.
   static absl::StatusOr<std::unique_ptr<Engine>> Create(const Options& options,
                                                         const std::vector<std::string>& bundle_dirs,
                                                         EngineObserver* observer);
+  // Runs the engine over `pipelines` (one worker each) instead of loaded bundles: the tests' way
+  // in, with fake pipelines and a fake clock. `models` are what the pipelines serve; `clock`
+  // and the pipelines must outlive the engine. Workers run as with Create.
+  static std::unique_ptr<Engine> CreateForTest(const Options& options, std::vector<ModelConfig> models,
+                                               std::vector<Pipeline*> pipelines, const Clock* clock,
+                                               EngineObserver* observer);
   ~Engine();
 
   Engine(const Engine&) = delete;
@@ -61,40 +80,46 @@ class Engine {
   // OnAccepted, and will end the job with exactly one OnResult or OnError. Otherwise the listener
   // hears nothing and the status says why: NOT_FOUND (unknown model), INVALID_ARGUMENT (a field,
   // see ValidateJobRequest), ALREADY_EXISTS (job id in use), RESOURCE_EXHAUSTED (queue full),
-  // UNAVAILABLE (shutting down). Never blocks on the worker.
+  // UNAVAILABLE (shutting down). Never blocks on a worker.
   absl::Status Submit(JobRequest request, std::shared_ptr<JobListener> listener);
 
   // Cancels a queued or running job: a queued one ends now, a running one at its next step
   // boundary, both with CANCELLED. False when no such job is queued or running.
   bool Cancel(const std::string& job_id);
 
-  // Stops admission; queued jobs end now and the running one at its next step boundary, with
-  // UNAVAILABLE; joins the worker. Idempotent.
+  // Stops admission; queued jobs end now and running ones at their next step boundary, with
+  // UNAVAILABLE; joins the workers. Idempotent.
   void Shutdown();
 
-  int queue_depth() const;
+  int queue_depth() const { return queue_.size(); }
 
  private:
-  struct Job;
-  enum class StopReason : int { kNone = 0, kCancelled = 1, kShutdown = 2 };
-
-  explicit Engine(const Options& options, EngineObserver* observer);
-  void WorkerLoop();
-  std::shared_ptr<Job> NextJob();
-  void RunJob(Job& job);
+  Engine(const Options& options, const Clock* clock, EngineObserver* observer);
+  void StartWorkers(std::vector<Pipeline*> pipelines);
+  void WorkerLoop(Pipeline* pipeline);
+  void OnJobStarted(Job& job);
+  // Ends a job: observer, registry, then its listener.
   void Finish(Job& job, absl::Status status, JobResult* result);
-  ModelBundle* FindBundle(const std::string& name) const;
 
   const Options options_;
+  const Clock* const clock_;
   EngineObserver* const observer_;  // Not owned; may be null.
-  std::vector<std::unique_ptr<ModelBundle>> bundles_;  // Immutable after Create.
+  RealClock real_clock_;
+  std::vector<ModelConfig> configs_;  // Immutable after creation.
+  std::vector<std::unique_ptr<ModelBundle>> bundles_;  // every device's replicas
+  std::vector<std::unique_ptr<Pipeline>> owned_pipelines_;
+  JobQueue queue_;
 
   mutable absl::Mutex mu_;
-  // Invariant: every job in queue_ is in jobs_; jobs_ also holds the running job.
-  std::deque<std::shared_ptr<Job>> queue_ ABSL_GUARDED_BY(mu_);
+  // Every queued and running job by id (for duplicates and Cancel).
   absl::flat_hash_map<std::string, std::shared_ptr<Job>> jobs_ ABSL_GUARDED_BY(mu_);
+  uint64_t next_sequence_ ABSL_GUARDED_BY(mu_) = 0;
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
-  std::thread worker_;
+  std::atomic<int> active_jobs_{0};
+  std::atomic<bool> stop_workers_{false};
+  std::vector<std::thread> workers_;
+  bool joined_ = false;  // Shutdown's, under join_mu_
+  absl::Mutex join_mu_;
 };
 
 }  // namespace imagegen

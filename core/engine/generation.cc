@@ -52,40 +52,72 @@ Generation::Generation(ModelBundle* model, const JobRequest& request)
 
 absl::StatusOr<std::unique_ptr<Generation>> Generation::Start(ModelBundle* model,
                                                               const JobRequest& request) {
-  std::unique_ptr<Generation> g(new Generation(model, request));
-  auto sampler = CreateSampler(request.sampler, &model->schedule(), request.steps);
-  if (!sampler.ok()) return sampler.status();
-  g->sampler_ = *std::move(sampler);
+  return std::move(StartBatch(model, {&request}).front());
+}
 
-  const ModelConfig& c = model->config();
-  const at::TensorOptions opts = at::TensorOptions().device(model->device());
-  // Conditional and unconditional halves in one text encoder call.
-  std::vector<int64_t> ids = model->tokenizer().Encode(request.prompt);
-  if (g->guided()) {
-    std::vector<int64_t> uncond = model->tokenizer().Encode(request.negative_prompt);
-    ids.insert(ids.end(), uncond.begin(), uncond.end());
+std::vector<absl::StatusOr<std::unique_ptr<Generation>>> Generation::StartBatch(
+    ModelBundle* model, const std::vector<const JobRequest*>& requests) {
+  std::vector<absl::StatusOr<std::unique_ptr<Generation>>> out;
+  std::vector<Generation*> started;
+  std::vector<int64_t> ids;  // every prompt row of every started job
+  for (const JobRequest* request : requests) {
+    auto sampler = CreateSampler(request->sampler, &model->schedule(), request->steps);
+    if (!sampler.ok()) {
+      out.push_back(sampler.status());
+      continue;
+    }
+    std::unique_ptr<Generation> g(new Generation(model, *request));
+    g->sampler_ = *std::move(sampler);
+    // The conditional prompt, and for guidance the negative (unconditional) one.
+    std::vector<int64_t> cond = model->tokenizer().Encode(request->prompt);
+    ids.insert(ids.end(), cond.begin(), cond.end());
+    if (g->guided()) {
+      std::vector<int64_t> uncond = model->tokenizer().Encode(request->negative_prompt);
+      ids.insert(ids.end(), uncond.begin(), uncond.end());
+    }
+    started.push_back(g.get());
+    out.push_back(std::move(g));
   }
-  const int64_t prompts = g->guided() ? 2 : 1;
-  at::Tensor id_tensor = at::tensor(ids, opts.dtype(at::kLong)).view({prompts, c.max_length});
-  at::Tensor context = model->text_encoder().forward({id_tensor}).toTensor();  // [prompts, L, D]
-  // Rows: N conditional, then N unconditional, matching the latent rows of DenoiseStep.
-  g->context_ = context.repeat_interleave(request.num_images, 0);
+  if (started.empty()) return out;
 
+  // One text encoder call for all of them.
+  const ModelConfig& c = model->config();
+  const int64_t rows = static_cast<int64_t>(ids.size()) / c.max_length;
+  at::Tensor id_tensor =
+      at::tensor(ids, at::TensorOptions().device(model->device()).dtype(at::kLong)).view({rows, c.max_length});
+  at::Tensor context = model->text_encoder().forward({id_tensor}).toTensor();  // [rows, L, D]
+  int64_t row = 0;
+  for (Generation* g : started) {
+    const int64_t prompts = g->guided() ? 2 : 1;
+    // Rows: N conditional, then N unconditional, matching the latent rows of DenoiseStep.
+    g->context_ = context.narrow(0, row, prompts).repeat_interleave(g->num_images_, 0);
+    row += prompts;
+  }
+  // Latents after the text, in request order, each from its own generators.
+  size_t k = 0;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    if (!out[i].ok()) continue;
+    started[k++]->InitLatents(*requests[i]);
+  }
+  return out;
+}
+
+void Generation::InitLatents(const JobRequest& request) {
+  const ModelConfig& c = model_->config();
   const int64_t h = request.height / c.downsampling_factor;
   const int64_t w = request.width / c.downsampling_factor;
   const std::vector<int64_t> shape = {request.num_images, c.latent_channels, h, w};
   if (request.init_image.pixels.empty()) {
-    g->latents_ = g->noise_.Draw(shape) * g->sampler_->init_noise_sigma();
-    return g;
+    latents_ = noise_.Draw(shape) * sampler_->init_noise_sigma();
+    return;
   }
   // Image to image (diffusers' img2img): encode, skip the first steps, and noise the latent to
   // the first remaining timestep with q(x_t | x_0), drawing from each image's own generator.
-  at::Tensor image = ImageToModelInput(request.init_image, c.image_channels).to(model->device());
-  at::Tensor x0 = model->vae_encoder().forward({image}).toTensor() * c.scaling_factor;
+  at::Tensor image = ImageToModelInput(request.init_image, c.image_channels).to(model_->device());
+  at::Tensor x0 = model_->vae_encoder().forward({image}).toTensor() * c.scaling_factor;
   x0 = x0.expand(shape).contiguous();
-  g->sampler_->StartAtStep(Sampler::ImageToImageStartStep(request.steps, request.strength));
-  g->latents_ = g->sampler_->AddNoise(x0, g->noise_.Draw(shape));
-  return g;
+  sampler_->StartAtStep(Sampler::ImageToImageStartStep(request.steps, request.strength));
+  latents_ = sampler_->AddNoise(x0, noise_.Draw(shape));
 }
 
 int Generation::DenoiseStep(const std::vector<Generation*>& batch) {
@@ -148,6 +180,53 @@ absl::StatusOr<std::vector<EncodedImage>> Generation::Decode() const {
   const double scale = model_->config().scaling_factor;
   at::Tensor images = model_->vae_decoder().forward({latents_ / scale}).toTensor();
   return EncodeAll(images);
+}
+
+}  // namespace imagegen
+
+namespace imagegen {
+
+std::vector<absl::StatusOr<std::unique_ptr<JobState>>> GenerationPipeline::Start(
+    const std::vector<const JobRequest*>& requests) {
+  std::vector<absl::StatusOr<std::unique_ptr<JobState>>> out;
+  for (const JobRequest* r : requests) {
+    out.push_back(absl::NotFoundError(absl::StrCat("model \"", r->model, "\" is not loaded on this worker")));
+  }
+  // One StartBatch (one text encoder call) per model among the requests.
+  for (ModelBundle* bundle : bundles_) {
+    std::vector<const JobRequest*> mine;
+    std::vector<size_t> where;
+    for (size_t i = 0; i < requests.size(); ++i) {
+      if (requests[i]->model == bundle->config().name) {
+        mine.push_back(requests[i]);
+        where.push_back(i);
+      }
+    }
+    if (mine.empty()) continue;
+    auto started = Generation::StartBatch(bundle, mine);
+    for (size_t k = 0; k < started.size(); ++k) {
+      if (started[k].ok()) {
+        out[where[k]] = std::unique_ptr<JobState>(std::move(*started[k]));
+      } else {
+        out[where[k]] = started[k].status();
+      }
+    }
+  }
+  return out;
+}
+
+int GenerationPipeline::Step(const std::vector<JobState*>& batch) {
+  std::vector<Generation*> generations;
+  for (JobState* s : batch) generations.push_back(static_cast<Generation*>(s));
+  return Generation::DenoiseStep(generations);
+}
+
+absl::StatusOr<std::vector<EncodedImage>> GenerationPipeline::Preview(JobState& job) {
+  return static_cast<Generation&>(job).Preview();
+}
+
+absl::StatusOr<std::vector<EncodedImage>> GenerationPipeline::Finish(JobState& job) {
+  return static_cast<Generation&>(job).Decode();
 }
 
 }  // namespace imagegen

@@ -10,6 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "core/engine/job.h"
+#include "core/engine/pipeline.h"
 #include "core/math/samplers.h"
 #include "core/model/model_bundle.h"
 
@@ -35,11 +36,15 @@ class PerImageNoise : public NoiseSource {
 // The reverse-process state of one job: its sampler, latents and text context. Owned by the
 // worker that runs the job; not thread-safe. Methods may throw c10::Error / std::exception from
 // the model; the engine catches them once per call and fails the jobs involved.
-class Generation {
+class Generation : public JobState {
  public:
   // Tokenizes and encodes the prompt (and the negative prompt for guidance) in one text encoder
   // call, and draws the initial latents. INVALID_ARGUMENT for a request the sampler refuses.
   static absl::StatusOr<std::unique_ptr<Generation>> Start(ModelBundle* model, const JobRequest& request);
+  // The same for several jobs of one model, with the text of all of them in one text encoder
+  // call. One entry per request, in order.
+  static std::vector<absl::StatusOr<std::unique_ptr<Generation>>> StartBatch(
+      ModelBundle* model, const std::vector<const JobRequest*>& requests);
 
   // One denoising step for every generation in `batch`, all of the same model and latent shape:
   // one UNet call over all their rows with a per-row timestep, classifier-free guidance per job,
@@ -47,11 +52,11 @@ class Generation {
   // REQUIRES: every generation is !done() and uses the same bundle.
   static int DenoiseStep(const std::vector<Generation*>& batch);
 
-  bool done() const { return sampler_->done(); }
+  bool done() const override { return sampler_->done(); }
   // Model calls done and to do; image to image counts only the calls it runs.
-  int steps_done() const { return sampler_->call_index() - sampler_->first_call(); }
-  int total_steps() const { return sampler_->num_calls() - sampler_->first_call(); }
-  int rows() const { return guided() ? 2 * num_images_ : num_images_; }
+  int steps_done() const override { return sampler_->call_index() - sampler_->first_call(); }
+  int total_steps() const override { return sampler_->num_calls() - sampler_->first_call(); }
+  int rows() const override { return guided() ? 2 * num_images_ : num_images_; }
 
   // The linear latent-to-RGB preview of the current latents, upscaled (nearest) to the image
   // size, one PNG per image.
@@ -61,6 +66,8 @@ class Generation {
 
  private:
   Generation(ModelBundle* model, const JobRequest& request);
+  // Draws (or, for image to image, encodes and noises) the initial latents.
+  void InitLatents(const JobRequest& request);
   bool guided() const { return guidance_scale_ != 1.0; }
   absl::StatusOr<std::vector<EncodedImage>> EncodeAll(const at::Tensor& images) const;
 
@@ -74,6 +81,21 @@ class Generation {
   int height_;
   at::Tensor latents_;  // [N, C, h, w]
   at::Tensor context_;  // [N or 2N, L, D]: conditional rows, then unconditional rows
+};
+
+// The Pipeline of one worker over its model bundle replicas (not owned; they outlive it).
+class GenerationPipeline : public Pipeline {
+ public:
+  explicit GenerationPipeline(std::vector<ModelBundle*> bundles) : bundles_(std::move(bundles)) {}
+
+  std::vector<absl::StatusOr<std::unique_ptr<JobState>>> Start(
+      const std::vector<const JobRequest*>& requests) override;
+  int Step(const std::vector<JobState*>& batch) override;
+  absl::StatusOr<std::vector<EncodedImage>> Preview(JobState& job) override;
+  absl::StatusOr<std::vector<EncodedImage>> Finish(JobState& job) override;
+
+ private:
+  std::vector<ModelBundle*> bundles_;
 };
 
 }  // namespace imagegen

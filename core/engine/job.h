@@ -80,12 +80,14 @@ struct JobResult {
 
 // Receives one job's events. Implementations must be thread-safe and must never block: they
 // are called from the worker thread (and OnAccepted from Engine::Submit's caller), and a slow
-// consumer must not stall the worker. Order: OnAccepted, then OnProgress per step, then exactly
-// one of OnResult or OnError.
+// consumer must not stall the worker. Order: OnAccepted, OnQueuePosition while it waits, then
+// OnProgress per step, then exactly one of OnResult or OnError.
 class JobListener {
  public:
   virtual ~JobListener() = default;
   virtual void OnAccepted(const std::string& job_id, int queue_position) = 0;
+  // While the job waits: its new position (jobs ahead of it) whenever it changes.
+  virtual void OnQueuePosition(int queue_position) {}
   virtual void OnProgress(ProgressUpdate update) = 0;
   virtual void OnResult(JobResult result) = 0;
   virtual void OnError(absl::Status status) = 0;

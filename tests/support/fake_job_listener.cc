@@ -102,4 +102,14 @@ void FakeJobListener::OnError(absl::Status status) {
   if (!ended_.HasBeenNotified()) ended_.Notify();
 }
 
+void FakeJobListener::OnQueuePosition(int queue_position) {
+  absl::MutexLock lock(&mu_);
+  queue_positions_.push_back(queue_position);
+}
+
+std::vector<int> FakeJobListener::queue_positions() const {
+  absl::MutexLock lock(&mu_);
+  return queue_positions_;
+}
+
 }  // namespace imagegen::test

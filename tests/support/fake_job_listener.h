@@ -45,6 +45,8 @@ class FakeJobListener : public JobListener {
   int accepted_position() const;  // -1 before OnAccepted
   std::vector<ProgressUpdate> progress() const;
   std::vector<int> progress_steps() const;
+  // Every OnQueuePosition, in order.
+  std::vector<int> queue_positions() const;
   // Empty until OnResult.
   std::optional<JobResult> result() const;
   // OK after OnResult, the error after OnError, UNKNOWN before either.
@@ -54,6 +56,7 @@ class FakeJobListener : public JobListener {
 
   // JobListener.
   void OnAccepted(const std::string& job_id, int queue_position) override;
+  void OnQueuePosition(int queue_position) override;
   void OnProgress(ProgressUpdate update) override;
   void OnResult(JobResult result) override;
   void OnError(absl::Status status) override;
@@ -64,6 +67,7 @@ class FakeJobListener : public JobListener {
   std::string accepted_job_id_ ABSL_GUARDED_BY(mu_);
   int accepted_position_ ABSL_GUARDED_BY(mu_) = -1;
   std::vector<ProgressUpdate> progress_ ABSL_GUARDED_BY(mu_);
+  std::vector<int> queue_positions_ ABSL_GUARDED_BY(mu_);
   std::optional<JobResult> result_ ABSL_GUARDED_BY(mu_);
   absl::Status status_ ABSL_GUARDED_BY(mu_) = absl::UnknownError("the job has not ended");
   int terminal_events_ ABSL_GUARDED_BY(mu_) = 0;

@@ -1,0 +1,578 @@
+// imagegen-loadgen: the load generator of the serving benchmark (issue 5).
+//
+//   imagegen-loadgen --mode=closed --concurrency=4 --requests=40
+//   imagegen-loadgen --mode=poisson --rate=10 --duration_s=10
+//
+// Every request is one streaming Generate call with its own seed. The client stamps, per call,
+// its first Progress, its first Progress with previews and its result, and prints one JSON line
+// on stdout (and a readable one on stderr). Like `imagegen` it speaks only the public API.
+#include <grpcpp/grpcpp.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/random/distributions.h"
+#include "absl/random/random.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+#include "imagegen/v1/imagegen.grpc.pb.h"
+#include "imagegen/v1/imagegen.pb.h"
+
+ABSL_FLAG(std::string, server, "localhost:50051", "host:port of the imagegen server");
+ABSL_FLAG(std::string, mode, "closed", "closed or poisson");
+ABSL_FLAG(int, concurrency, 1, "closed: clients, each with one request in flight");
+ABSL_FLAG(int64_t, requests, 100, "closed: measured requests, after the warm-up ones");
+ABSL_FLAG(int64_t, warmup, 0, "closed: requests sent (and waited for) before the measured ones");
+ABSL_FLAG(double, rate, 1, "poisson: mean arrivals per second");
+ABSL_FLAG(double, duration_s, 60, "poisson: seconds of measured arrivals, after the warm-up");
+ABSL_FLAG(double, warmup_s, 0, "poisson: seconds of arrivals before the measured ones");
+ABSL_FLAG(double, timeout_s, 600, "deadline of each request in seconds");
+ABSL_FLAG(std::string, prompt, "a photo of a sneaker", "what to draw");
+ABSL_FLAG(uint32_t, steps, 0, "denoising steps; 0: the model's default");
+ABSL_FLAG(uint32_t, num_images, 1, "images per request");
+ABSL_FLAG(float, guidance, 0, "classifier-free guidance scale; 0: the model's default");
+ABSL_FLAG(std::string, sampler, "", "sampler name; empty: the model's default");
+ABSL_FLAG(uint32_t, preview_every, 1, "a LATENT_APPROX preview every N steps; 0: none");
+ABSL_FLAG(uint64_t, seed, 1, "seed of request 0; request k uses seed + k * num_images");
+ABSL_FLAG(std::string, json, "", "also write the JSON summary to this file");
+
+namespace imagegen::loadgen {
+namespace {
+
+namespace v1 = imagegen::v1;
+using Clock = std::chrono::steady_clock;
+using Stub = v1::ImageGenerator::Stub;
+
+constexpr char kUsage[] = R"(imagegen-loadgen: load an imagegen server and measure it.
+
+Usage:
+  imagegen-loadgen --mode=closed --concurrency=N --requests=M [--warmup=K] [flags]
+  imagegen-loadgen --mode=poisson --rate=R --duration_s=D [--warmup_s=W] [flags]
+
+closed:  N clients, each sending its next request as soon as its previous one ended. K warm-up
+         requests run first (at the same concurrency) and are all waited for; then M measured
+         requests run. Wall time: from the start of the measured requests to the last result.
+poisson: open loop. Arrivals at exponential inter-arrival times of mean 1/R seconds, each on a
+         call of its own, whatever the server does. Arrivals last W + D seconds; those of the
+         first W seconds are warm-up. Wall time: from the end of the warm-up to the end of the
+         arrivals or the last result of a measured request, whichever is later.
+
+Each request is a streaming Generate with its own seed. Per request: latency (send to result),
+time to the first denoising step (the first Progress with step > 0: one at step 0 only reports
+the queue position), time to the first Progress with previews. Statistics cover the OK measured
+requests; failures are counted by status code. Prints one JSON line on stdout and a readable
+summary on stderr.
+
+Flags:
+  --server HOST:PORT    default localhost:50051
+  --timeout_s S         deadline of each request (default 600)
+  --prompt TEXT         default "a photo of a sneaker"
+  --steps N             0 (default): the model's default
+  --num_images N        images per request (default 1)
+  --guidance S          0 (default): the model's default
+  --sampler NAME        empty (default): the model's default
+  --preview_every N     a LATENT_APPROX preview every N steps (default 1); 0: none
+  --seed N              request k uses seed N + k * num_images (default 1)
+  --json FILE           also write the JSON line to FILE
+
+Exit status: 0 when at least one measured request succeeded; otherwise a failed request's gRPC
+status code (14 UNAVAILABLE when the server cannot be reached).
+)";
+
+// ---------------------------------------------------------------------------------------------
+// One request
+
+// What one request saw. Durations count from its send.
+struct Sample {
+  grpc::StatusCode code = grpc::StatusCode::UNKNOWN;
+  int images = 0;                                // images in the result (0 unless OK)
+  absl::Duration latency;                        // to the result, or to the end of a failed call
+  std::optional<absl::Duration> first_progress;  // the first Progress of a step (step > 0)
+  std::optional<absl::Duration> first_preview;
+  Clock::time_point end;  // when the result (or the failure) arrived
+};
+
+Clock::duration ChronoSeconds(double seconds) {
+  return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
+}
+
+absl::Duration Between(Clock::time_point from, Clock::time_point to) {
+  return absl::FromChrono(to - from);
+}
+
+// One streaming Generate call on gRPC's callback API: gRPC's threads deliver the events, so an
+// open loop can keep hundreds of calls in flight without a thread each. The call deletes itself
+// when it ends, then hands its Sample to `done` (which runs on a gRPC thread).
+class GenerateCall final : public grpc::ClientReadReactor<v1::GenerateEvent> {
+ public:
+  using DoneFn = std::function<void(const Sample&)>;
+
+  // `sent` is when the request counts as sent; its durations start there.
+  static void Start(Stub* stub, v1::GenerateRequest request, absl::Duration timeout,
+                    Clock::time_point sent, DoneFn done) {
+    auto* call = new GenerateCall(std::move(request), sent, std::move(done));
+    call->context_.set_deadline(std::chrono::system_clock::now() +
+                                absl::ToChronoMicroseconds(timeout));
+    stub->async()->Generate(&call->context_, &call->request_, call);
+    call->StartRead(&call->event_);
+    call->StartCall();
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) return;  // the stream has ended; OnDone follows with its status
+    Observe(Clock::now());
+    StartRead(&event_);
+  }
+
+  void OnDone(const grpc::Status& status) override {
+    sample_.code = status.error_code();
+    // A stream that ends OK without a result is a server bug; count it as a failure.
+    if (status.ok() && !has_result_) sample_.code = grpc::StatusCode::INTERNAL;
+    if (sample_.code != grpc::StatusCode::OK) {
+      sample_.images = 0;
+      sample_.end = Clock::now();
+      sample_.latency = Between(sent_, sample_.end);
+    }
+    // Deleted first, so that a caller woken by `done` never outlives a call still being torn down.
+    DoneFn done = std::move(done_);
+    const Sample sample = sample_;
+    delete this;
+    done(sample);
+  }
+
+ private:
+  GenerateCall(v1::GenerateRequest request, Clock::time_point sent, DoneFn done)
+      : request_(std::move(request)), sent_(sent), done_(std::move(done)) {}
+
+  void Observe(Clock::time_point now) {
+    // A Progress at step 0 only reports the queue position; the first step is when work shows.
+    if (event_.has_progress() && event_.progress().step() > 0) {
+      if (!sample_.first_progress) sample_.first_progress = Between(sent_, now);
+      if (!sample_.first_preview && event_.progress().previews_size() > 0) {
+        sample_.first_preview = Between(sent_, now);
+      }
+    } else if (event_.has_result()) {
+      has_result_ = true;
+      sample_.images = event_.result().images_size();
+      sample_.end = now;
+      sample_.latency = Between(sent_, now);
+    }
+  }
+
+  grpc::ClientContext context_;
+  const v1::GenerateRequest request_;  // gRPC reads it after Start returns
+  const Clock::time_point sent_;
+  DoneFn done_;
+  v1::GenerateEvent event_;  // reused by every read: a result's images are not kept
+  bool has_result_ = false;
+  Sample sample_;
+};
+
+uint32_t ImagesPerRequest() { return std::max<uint32_t>(absl::GetFlag(FLAGS_num_images), 1); }
+
+// The request with index `index` (warm-up ones included): its own seeds, so that no two
+// requests draw the same image.
+v1::GenerateRequest RequestFor(int64_t index) {
+  v1::GenerateRequest request;
+  request.set_prompt(absl::GetFlag(FLAGS_prompt));
+  request.set_steps(absl::GetFlag(FLAGS_steps));
+  request.set_num_images(absl::GetFlag(FLAGS_num_images));
+  request.set_guidance_scale(absl::GetFlag(FLAGS_guidance));
+  request.set_sampler(absl::GetFlag(FLAGS_sampler));
+  request.set_seed(absl::GetFlag(FLAGS_seed) + static_cast<uint64_t>(index) * ImagesPerRequest());
+  if (const uint32_t every = absl::GetFlag(FLAGS_preview_every); every > 0) {
+    request.mutable_preview()->set_every_n_steps(every);
+    request.mutable_preview()->set_method(v1::PREVIEW_METHOD_LATENT_APPROX);
+  }
+  return request;
+}
+
+absl::Duration Timeout() { return absl::Seconds(absl::GetFlag(FLAGS_timeout_s)); }
+
+// ---------------------------------------------------------------------------------------------
+// Modes
+
+// The measured part of a run.
+struct Run {
+  std::vector<Sample> samples;
+  absl::Duration wall;
+  int max_in_flight = 0;        // poisson only
+  absl::Duration max_send_lag;  // poisson only: how late the sender was on its schedule
+};
+
+// The latest end of `samples`, or `floor` when none ended later.
+Clock::time_point LastEnd(const std::vector<Sample>& samples, Clock::time_point floor) {
+  Clock::time_point last = floor;
+  for (const Sample& sample : samples) last = std::max(last, sample.end);
+  return last;
+}
+
+// Sends request `index` and waits for its end.
+Sample SendAndWait(Stub* stub, int64_t index) {
+  Sample sample;
+  absl::Notification done;
+  GenerateCall::Start(stub, RequestFor(index), Timeout(), Clock::now(), [&](const Sample& s) {
+    sample = s;
+    done.Notify();
+  });
+  done.WaitForNotification();
+  return sample;
+}
+
+// `concurrency` clients, each sending its next request as soon as its previous one ended, until
+// requests first .. first + count - 1 have all ended.
+std::vector<Sample> RunClients(Stub* stub, int concurrency, int64_t first, int64_t count) {
+  std::vector<Sample> samples(count);
+  std::atomic<int64_t> next{0};
+  std::vector<std::thread> clients;
+  for (int c = 0; c < concurrency; ++c) {
+    clients.emplace_back([&] {
+      for (int64_t i = next++; i < count; i = next++) samples[i] = SendAndWait(stub, first + i);
+    });
+  }
+  for (std::thread& client : clients) client.join();
+  return samples;
+}
+
+// The warm-up is a phase of its own that is waited for, so that the measured wall time starts
+// with no warm-up request still holding the server.
+Run RunClosed(Stub* stub) {
+  const int concurrency = absl::GetFlag(FLAGS_concurrency);
+  const int64_t warmup = absl::GetFlag(FLAGS_warmup);
+  RunClients(stub, concurrency, 0, warmup);
+  const Clock::time_point start = Clock::now();
+  Run run;
+  run.samples = RunClients(stub, concurrency, warmup, absl::GetFlag(FLAGS_requests));
+  run.wall = Between(start, LastEnd(run.samples, start));
+  return run;
+}
+
+// Collects the samples of calls that end on gRPC's threads, and lets the sender wait for the
+// last one.
+class Collector {
+ public:
+  void Started() {
+    absl::MutexLock lock(&mu_);
+    ++in_flight_;
+    max_in_flight_ = std::max(max_in_flight_, in_flight_);
+  }
+
+  void Ended(const Sample& sample, bool measured) {
+    absl::MutexLock lock(&mu_);
+    --in_flight_;
+    if (measured) samples_.push_back(sample);
+  }
+
+  // Waits until every started call has ended; returns the measured samples.
+  std::vector<Sample> WaitForAll(int* max_in_flight) {
+    absl::MutexLock lock(&mu_);
+    mu_.Await(absl::Condition(this, &Collector::AllEnded));
+    *max_in_flight = max_in_flight_;
+    return std::move(samples_);
+  }
+
+ private:
+  bool AllEnded() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return in_flight_ == 0; }
+
+  absl::Mutex mu_;
+  int in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+  int max_in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<Sample> samples_ ABSL_GUARDED_BY(mu_);
+};
+
+// Arrivals follow a schedule drawn in advance of each send, never the completions: a slow
+// server gets the same load as a fast one. Latency counts from the scheduled arrival, so that
+// a sender running late (the server shares the CPUs) cannot hide queueing time.
+Run RunPoisson(Stub* stub) {
+  const double rate = absl::GetFlag(FLAGS_rate);
+  const Clock::time_point start = Clock::now();
+  const Clock::time_point measured_from = start + ChronoSeconds(absl::GetFlag(FLAGS_warmup_s));
+  const Clock::time_point stop = measured_from + ChronoSeconds(absl::GetFlag(FLAGS_duration_s));
+  Collector collector;
+  absl::BitGen random;
+  Run run;
+  Clock::time_point arrival = start;
+  for (int64_t index = 0;; ++index) {
+    arrival += ChronoSeconds(absl::Exponential<double>(random, rate));  // mean 1 / rate
+    if (arrival >= stop) break;
+    std::this_thread::sleep_until(arrival);
+    run.max_send_lag = std::max(run.max_send_lag, Between(arrival, Clock::now()));
+    const bool measured = arrival >= measured_from;
+    collector.Started();
+    GenerateCall::Start(stub, RequestFor(index), Timeout(), arrival,
+                        [&collector, measured](const Sample& s) { collector.Ended(s, measured); });
+  }
+  run.samples = collector.WaitForAll(&run.max_in_flight);
+  // The measured part lasts at least the measured arrival window, even when its last arrival
+  // came early and ended before the window did.
+  run.wall = Between(measured_from, LastEnd(run.samples, stop));
+  return run;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Summary
+
+// Nearest-rank percentile of sorted values; nullopt when there are none.
+std::optional<double> Percentile(const std::vector<double>& sorted, double p) {
+  if (sorted.empty()) return std::nullopt;
+  size_t rank = static_cast<size_t>(std::ceil(p / 100.0 * static_cast<double>(sorted.size())));
+  rank = std::clamp<size_t>(rank, 1, sorted.size());
+  return sorted[rank - 1];
+}
+
+std::optional<double> Mean(const std::vector<double>& values) {
+  if (values.empty()) return std::nullopt;
+  double sum = 0;
+  for (double value : values) sum += value;
+  return sum / static_cast<double>(values.size());
+}
+
+// The milliseconds of `field` over the OK samples that have it, sorted.
+std::vector<double> SortedMillis(
+    const std::vector<Sample>& samples,
+    const std::function<std::optional<absl::Duration>(const Sample&)>& field) {
+  std::vector<double> millis;
+  for (const Sample& sample : samples) {
+    if (sample.code != grpc::StatusCode::OK) continue;
+    if (std::optional<absl::Duration> value = field(sample)) {
+      millis.push_back(absl::ToDoubleMilliseconds(*value));
+    }
+  }
+  std::sort(millis.begin(), millis.end());
+  return millis;
+}
+
+struct Summary {
+  int64_t ok = 0;
+  int64_t ok_images = 0;
+  std::map<std::string, int64_t> failed;  // by status code name
+  std::vector<double> latency_ms, first_preview_ms, first_progress_ms;
+};
+
+Summary Summarize(const std::vector<Sample>& samples) {
+  Summary summary;
+  for (const Sample& sample : samples) {
+    if (sample.code == grpc::StatusCode::OK) {
+      ++summary.ok;
+      summary.ok_images += sample.images;
+    } else {
+      // gRPC and Abseil share the code numbering, and Abseil has the names.
+      ++summary.failed[absl::StatusCodeToString(static_cast<absl::StatusCode>(sample.code))];
+    }
+  }
+  summary.latency_ms =
+      SortedMillis(samples, [](const Sample& s) { return std::optional(s.latency); });
+  summary.first_preview_ms = SortedMillis(samples, [](const Sample& s) { return s.first_preview; });
+  summary.first_progress_ms =
+      SortedMillis(samples, [](const Sample& s) { return s.first_progress; });
+  return summary;
+}
+
+std::string JsonNumber(std::optional<double> value) {
+  return value ? absl::StrFormat("%.3f", *value) : "null";
+}
+
+std::string JsonString(absl::string_view text) {
+  std::string out = "\"";
+  for (char c : text) {
+    if (c == '"' || c == '\\') {
+      absl::StrAppend(&out, "\\", std::string(1, c));
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      absl::StrAppend(&out, absl::StrFormat("\\u%04x", c));
+    } else {
+      out += c;
+    }
+  }
+  return out + "\"";
+}
+
+std::string JsonFailed(const std::map<std::string, int64_t>& failed) {
+  std::vector<std::string> fields;
+  for (const auto& [code, count] : failed)
+    fields.push_back(absl::StrCat(JsonString(code), ":", count));
+  return absl::StrCat("{", absl::StrJoin(fields, ","), "}");
+}
+
+// The fields that say what load was offered.
+std::string JsonLoad(const Run& run) {
+  const std::string mode = absl::GetFlag(FLAGS_mode);
+  std::string load = absl::StrCat("\"mode\":", JsonString(mode));
+  if (mode == "closed") {
+    absl::StrAppend(&load, ",\"concurrency\":", absl::GetFlag(FLAGS_concurrency),
+                    ",\"warmup\":", absl::GetFlag(FLAGS_warmup));
+  } else {
+    absl::StrAppend(&load, ",\"rate\":", JsonNumber(absl::GetFlag(FLAGS_rate)),
+                    ",\"duration_s\":", JsonNumber(absl::GetFlag(FLAGS_duration_s)),
+                    ",\"warmup_s\":", JsonNumber(absl::GetFlag(FLAGS_warmup_s)),
+                    ",\"max_in_flight\":", run.max_in_flight, ",\"max_send_lag_ms\":",
+                    JsonNumber(absl::ToDoubleMilliseconds(run.max_send_lag)));
+  }
+  absl::StrAppend(&load, ",\"steps\":", absl::GetFlag(FLAGS_steps),
+                  ",\"num_images\":", ImagesPerRequest(),
+                  ",\"sampler\":", JsonString(absl::GetFlag(FLAGS_sampler)),
+                  ",\"preview_every\":", absl::GetFlag(FLAGS_preview_every));
+  return load;
+}
+
+std::optional<double> ImagesPerSecond(const Summary& summary, absl::Duration wall) {
+  if (wall <= absl::ZeroDuration()) return std::nullopt;
+  return static_cast<double>(summary.ok_images) / absl::ToDoubleSeconds(wall);
+}
+
+std::string JsonSummary(const Run& run, const Summary& s) {
+  return absl::StrCat(
+      "{", JsonLoad(run), ",\"requests\":", run.samples.size(), ",\"ok\":", s.ok,
+      ",\"failed\":", JsonFailed(s.failed),
+      ",\"wall_s\":", JsonNumber(absl::ToDoubleSeconds(run.wall)),
+      ",\"images_per_s\":", JsonNumber(ImagesPerSecond(s, run.wall)),
+      ",\"latency_ms\":{\"p50\":", JsonNumber(Percentile(s.latency_ms, 50)),
+      ",\"p95\":", JsonNumber(Percentile(s.latency_ms, 95)),
+      ",\"p99\":", JsonNumber(Percentile(s.latency_ms, 99)),
+      ",\"mean\":", JsonNumber(Mean(s.latency_ms)),
+      "},\"first_preview_ms\":{\"p50\":", JsonNumber(Percentile(s.first_preview_ms, 50)),
+      ",\"p95\":", JsonNumber(Percentile(s.first_preview_ms, 95)),
+      ",\"p99\":", JsonNumber(Percentile(s.first_preview_ms, 99)),
+      "},\"first_progress_ms\":{\"p50\":", JsonNumber(Percentile(s.first_progress_ms, 50)), "}}");
+}
+
+std::string Ms(std::optional<double> value) {
+  return value ? absl::StrFormat("%.0f", *value) : "-";
+}
+
+std::string HumanSummary(const Run& run, const Summary& s) {
+  const std::string mode = absl::GetFlag(FLAGS_mode);
+  const std::string load =
+      mode == "closed" ? absl::StrCat("closed, concurrency ", absl::GetFlag(FLAGS_concurrency))
+                       : absl::StrCat("poisson, ", absl::GetFlag(FLAGS_rate), "/s");
+  std::vector<std::string> failed;
+  for (const auto& [code, count] : s.failed) failed.push_back(absl::StrCat(count, " ", code));
+  const std::optional<double> ips = ImagesPerSecond(s, run.wall);
+  return absl::StrFormat(
+      "%s: %d ok%s in %.2f s, %s images/s; latency ms p50 %s p95 %s p99 %s mean %s; "
+      "first preview ms p50 %s p95 %s p99 %s; first progress ms p50 %s",
+      load, s.ok, failed.empty() ? "" : absl::StrCat(", failed: ", absl::StrJoin(failed, ", ")),
+      absl::ToDoubleSeconds(run.wall), ips ? absl::StrFormat("%.2f", *ips) : "-",
+      Ms(Percentile(s.latency_ms, 50)), Ms(Percentile(s.latency_ms, 95)),
+      Ms(Percentile(s.latency_ms, 99)), Ms(Mean(s.latency_ms)),
+      Ms(Percentile(s.first_preview_ms, 50)), Ms(Percentile(s.first_preview_ms, 95)),
+      Ms(Percentile(s.first_preview_ms, 99)), Ms(Percentile(s.first_progress_ms, 50)));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Main
+
+// The flags' own limits; the request fields' ranges are the server's to check.
+absl::Status CheckFlags() {
+  const std::string mode = absl::GetFlag(FLAGS_mode);
+  if (mode == "closed") {
+    if (absl::GetFlag(FLAGS_concurrency) < 1)
+      return absl::InvalidArgumentError("--concurrency must be >= 1");
+    if (absl::GetFlag(FLAGS_requests) < 1)
+      return absl::InvalidArgumentError("--requests must be >= 1");
+    if (absl::GetFlag(FLAGS_warmup) < 0) return absl::InvalidArgumentError("--warmup must be >= 0");
+  } else if (mode == "poisson") {
+    if (!(absl::GetFlag(FLAGS_rate) > 0)) return absl::InvalidArgumentError("--rate must be > 0");
+    if (!(absl::GetFlag(FLAGS_duration_s) > 0))
+      return absl::InvalidArgumentError("--duration_s must be > 0");
+    if (!(absl::GetFlag(FLAGS_warmup_s) >= 0))
+      return absl::InvalidArgumentError("--warmup_s must be >= 0");
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--mode is \"", mode, "\"; allowed: closed, poisson"));
+  }
+  if (!(absl::GetFlag(FLAGS_timeout_s) > 0))
+    return absl::InvalidArgumentError("--timeout_s must be > 0");
+  return absl::OkStatus();
+}
+
+// Connects before the run, so that connection setup is not in the first request's latency and
+// a wrong --server fails at once instead of as every request.
+absl::StatusOr<std::unique_ptr<Stub>> Connect() {
+  grpc::ChannelArguments args;
+  // A result holds up to --max_images full-size images; gRPC's 4 MiB default is too small.
+  args.SetMaxReceiveMessageSize(256 << 20);
+  const std::string server = absl::GetFlag(FLAGS_server);
+  auto channel = grpc::CreateCustomChannel(server, grpc::InsecureChannelCredentials(), args);
+  if (!channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(10))) {
+    return absl::UnavailableError(absl::StrCat("cannot connect to ", server, " within 10 s"));
+  }
+  return v1::ImageGenerator::NewStub(channel);
+}
+
+absl::Status WriteJson(const std::string& path, const std::string& json) {
+  std::ofstream file(path, std::ios::trunc);
+  file << json << "\n";
+  file.close();
+  if (!file) return absl::PermissionDeniedError(absl::StrCat("cannot write --json ", path));
+  return absl::OkStatus();
+}
+
+int ExitCode(const Run& run, const Summary& summary) {
+  if (summary.ok > 0) return 0;
+  if (run.samples.empty()) return static_cast<int>(absl::StatusCode::kUnknown);
+  return static_cast<int>(run.samples.front().code);
+}
+
+int Fail(const absl::Status& status) {
+  absl::FPrintF(stderr, "imagegen-loadgen: %s\n", status.ToString());
+  return static_cast<int>(status.code());
+}
+
+int Main(int argc, char** argv) {
+  // Abseil's own --help would list every flag in the binary, gRPC's included.
+  for (int i = 1; i < argc; ++i) {
+    const absl::string_view arg = argv[i];
+    if (arg == "--help" || arg == "-help" || arg == "-h") {
+      std::fputs(kUsage, stdout);
+      return 0;
+    }
+  }
+  absl::SetProgramUsageMessage(kUsage);
+  const std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
+  if (positional.size() > 1) {
+    return Fail(
+        absl::InvalidArgumentError(absl::StrCat("unexpected argument \"", positional[1], "\"")));
+  }
+  if (absl::Status status = CheckFlags(); !status.ok()) return Fail(status);
+  absl::StatusOr<std::unique_ptr<Stub>> stub = Connect();
+  if (!stub.ok()) return Fail(stub.status());
+
+  const Run run =
+      absl::GetFlag(FLAGS_mode) == "closed" ? RunClosed(stub->get()) : RunPoisson(stub->get());
+  const Summary summary = Summarize(run.samples);
+  const std::string json = JsonSummary(run, summary);
+  std::printf("%s\n", json.c_str());
+  std::fflush(stdout);
+  absl::FPrintF(stderr, "%s\n", HumanSummary(run, summary));
+  if (const std::string path = absl::GetFlag(FLAGS_json); !path.empty()) {
+    if (absl::Status status = WriteJson(path, json); !status.ok()) return Fail(status);
+  }
+  return ExitCode(run, summary);
+}
+
+}  // namespace
+}  // namespace imagegen::loadgen
+
+int main(int argc, char** argv) { return imagegen::loadgen::Main(argc, argv); }

@@ -1,0 +1,97 @@
+// Admission: the bounded priority queue of jobs waiting for a worker.
+#ifndef IMAGEGEN_CORE_ENGINE_JOB_QUEUE_H_
+#define IMAGEGEN_CORE_ENGINE_JOB_QUEUE_H_
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "core/engine/job.h"
+#include "core/engine/pipeline.h"
+
+namespace imagegen {
+
+enum class StopReason : int { kNone = 0, kCancelled = 1, kShutdown = 2 };
+
+// A job as the engine tracks it from admission to its end. `request`, `listener`,
+// `accepted_at` and `sequence` are set before the job is shared and never change; `stop` is
+// written by Cancel/Shutdown and read by the worker.
+struct Job {
+  JobRequest request;
+  std::shared_ptr<JobListener> listener;
+  absl::Time accepted_at;
+  uint64_t sequence = 0;  // admission order
+  std::atomic<int> stop{static_cast<int>(StopReason::kNone)};
+  std::atomic<bool> started{false};  // a worker took it from the queue
+  // JobQueue's: the ordering key (set before insertion) and the position the listener heard last.
+  double queue_key = 0;
+  int last_position = -1;
+
+  int rows() const { return request.guidance_scale != 1.0 ? 2 * request.num_images : request.num_images; }
+};
+
+// Thread-safe. Order: the highest effective priority first, FIFO among equals, where a job's
+// effective priority is its priority plus the time it has waited divided by `aging` (one level
+// per `aging` waited). Two jobs' order therefore never changes while they wait, and a job
+// overtakes every job of higher priority that arrives more than (difference x aging) after it:
+// under a steady stream of high-priority work a low-priority job still starts.
+// Listeners hear their position (jobs ahead) at admission and whenever it changes.
+class JobQueue {
+ public:
+  // REQUIRES: capacity >= 1, aging > 0. `clock` must outlive the queue.
+  JobQueue(int capacity, absl::Duration aging, const Clock* clock);
+
+  // Queues `job` and calls its listener's OnAccepted with its position, under the queue's lock
+  // so that it precedes every later event. RESOURCE_EXHAUSTED when full, UNAVAILABLE after
+  // Close. On error the listener hears nothing.
+  absl::Status Push(std::shared_ptr<Job> job);
+
+  // Takes jobs from the head, in order, while `fits` accepts the head; stops at the first it
+  // refuses, so that a large job at the head is not overtaken forever by smaller ones.
+  std::vector<std::shared_ptr<Job>> PopWhile(const std::function<bool(const Job&)>& fits);
+
+  // Removes and returns the job with this id; nullptr when it is not queued.
+  std::shared_ptr<Job> Remove(const std::string& job_id);
+  // Removes and returns the jobs whose deadline is at or before `now`.
+  std::vector<std::shared_ptr<Job>> RemoveExpired(absl::Time now);
+  // Refuses further pushes, wakes every waiter, and returns what was queued.
+  std::vector<std::shared_ptr<Job>> Close();
+
+  // Blocks until a job is queued, the queue is closed, or `deadline` (real time) passes.
+  // Returns true when a job is queued.
+  bool WaitForJob(absl::Time deadline);
+  // Blocks until the queued jobs' rows reach `rows`, the queue is closed, or `deadline` passes.
+  void WaitForRows(int rows, absl::Time deadline);
+
+  int size() const;
+  bool closed() const;
+
+ private:
+  // Larger key first; then admission order.
+  struct Order {
+    bool operator()(const std::shared_ptr<Job>& a, const std::shared_ptr<Job>& b) const;
+  };
+  double Key(const Job& job) const;
+  // Tells every queued job whose position changed its new position.
+  void AnnouncePositions() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const int capacity_;
+  const absl::Duration aging_;
+  const Clock* const clock_;
+  mutable absl::Mutex mu_;
+  std::set<std::shared_ptr<Job>, Order> jobs_ ABSL_GUARDED_BY(mu_);
+  int queued_rows_ ABSL_GUARDED_BY(mu_) = 0;
+  bool closed_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+}  // namespace imagegen
+
+#endif  // IMAGEGEN_CORE_ENGINE_JOB_QUEUE_H_

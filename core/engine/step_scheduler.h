@@ -1,0 +1,83 @@
+// Step-level continuous batching: the loop body of one worker.
+//
+// Every Tick the scheduler admits queued jobs while their rows fit the row budget (text encoding
+// of the new jobs in one call), ends jobs that were cancelled or passed their deadline, picks the
+// group of running jobs that share a model and image size and has waited longest for a step,
+// and runs one step of all of them in one UNet call with a per-row timestep. Jobs join at the
+// next tick and leave as soon as they finish or stop, so no job waits for another to end.
+// With Options::request_level, new jobs join only when no job runs (a batch forms, runs to the
+// end, then the next): the classic request-level batching, kept for comparison.
+#ifndef IMAGEGEN_CORE_ENGINE_STEP_SCHEDULER_H_
+#define IMAGEGEN_CORE_ENGINE_STEP_SCHEDULER_H_
+
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "core/engine/engine_observer.h"
+#include "core/engine/job_queue.h"
+#include "core/engine/pipeline.h"
+
+namespace imagegen {
+
+// Not thread-safe: one worker thread calls Tick (and FailAll). It never blocks; the worker
+// waits on the queue when Tick reports no work. The queue, pipeline, clock and observer are not
+// owned and must outlive it.
+class StepScheduler {
+ public:
+  struct Options {
+    // UNet rows per call (guidance counts two per image). A job larger than this runs alone.
+    int max_batch_rows = 32;
+    // Admit new jobs only when none runs.
+    bool request_level = false;
+  };
+  // Called once per job that ends, after the worker let go of its state: `result` is set
+  // exactly when `status` is OK.
+  using EndFn = std::function<void(Job& job, absl::Status status, JobResult* result)>;
+  // Called once per job that starts running (left the queue for this worker).
+  using StartFn = std::function<void(Job& job)>;
+
+  StepScheduler(const Options& options, JobQueue* queue, Pipeline* pipeline, const Clock* clock,
+                EngineObserver* observer, StartFn on_start, EndFn on_end);
+
+  // One scheduling round. Returns false when there was nothing to run.
+  bool Tick();
+  // Ends every running job with `status` (shutdown).
+  void FailAll(const absl::Status& status);
+
+  int num_running() const { return static_cast<int>(running_.size()); }
+  int running_rows() const;
+
+ private:
+  struct Running {
+    std::shared_ptr<Job> job;
+    std::unique_ptr<JobState> state;
+    absl::Time started;
+    absl::Duration text_encode;  // its share of the Start call that encoded its text
+    int64_t last_tick = -1;  // the tick of its last step: the group that waited longest goes next
+    bool first_preview = true;
+  };
+
+  void Admit();
+  void EndStopped();
+  // The jobs to step this tick: the group of the running job that has waited longest.
+  std::vector<size_t> PickBatch() const;
+  void StepBatch(const std::vector<size_t>& batch);
+  void End(size_t index, absl::Status status, JobResult* result);
+  absl::Status StopStatus(const Job& job) const;
+
+  const Options options_;
+  JobQueue* const queue_;
+  Pipeline* const pipeline_;
+  const Clock* const clock_;
+  EngineObserver* const observer_;  // may be null
+  StartFn on_start_;
+  EndFn on_end_;
+  std::vector<Running> running_;  // in admission order
+  int64_t tick_ = 0;
+};
+
+}  // namespace imagegen
+
+#endif  // IMAGEGEN_CORE_ENGINE_STEP_SCHEDULER_H_

@@ -1,0 +1,299 @@
+// The step scheduler and the admission queue, with a fake pipeline and a fake clock: every
+// interleaving below is decided by the test, none by timing.
+#include "core/engine/step_scheduler.h"
+
+#include <algorithm>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "core/engine/job_queue.h"
+#include "tests/support/fake_job_listener.h"
+#include "tests/support/fake_pipeline.h"
+
+namespace imagegen {
+namespace {
+
+using test::FakeClock;
+using test::FakeJobListener;
+using test::FakePipeline;
+using Ids = std::vector<std::string>;
+
+class StepSchedulerTest : public ::testing::Test {
+ protected:
+  void Build(StepScheduler::Options options, int capacity = 16) {
+    queue_ = std::make_unique<JobQueue>(capacity, absl::Seconds(10), &clock_);
+    scheduler_ = std::make_unique<StepScheduler>(
+        options, queue_.get(), &pipeline_, &clock_, nullptr, [this](Job& job) { started_.push_back(job.request.job_id); },
+        [](Job& job, absl::Status status, JobResult* result) {
+          if (status.ok()) {
+            job.listener->OnResult(std::move(*result));
+          } else {
+            job.listener->OnError(status);
+          }
+        });
+  }
+  void SetUp() override { Build(StepScheduler::Options{}); }
+
+  // Queues a job of `steps` steps and `rows` UNet rows (1 image without guidance, or 2 rows = 1
+  // guided image, ...).
+  std::shared_ptr<FakeJobListener> Push(const std::string& id, int steps, int rows = 2, int priority = 0,
+                                        absl::Time deadline = absl::InfiniteFuture(), int width = 32) {
+    auto job = std::make_shared<Job>();
+    job->request.job_id = id;
+    job->request.model = "m";
+    job->request.steps = steps;
+    job->request.guidance_scale = rows % 2 == 0 ? 3.0 : 1.0;
+    job->request.num_images = rows % 2 == 0 ? rows / 2 : rows;
+    job->request.priority = priority;
+    job->request.deadline = deadline;
+    job->request.width = width;
+    job->request.height = 32;
+    job->accepted_at = clock_.Now();
+    job->sequence = next_sequence_++;
+    auto listener = std::make_shared<FakeJobListener>();
+    job->listener = listener;
+    jobs_[id] = job;
+    EXPECT_TRUE(queue_->Push(job).ok());
+    return listener;
+  }
+
+  FakeClock clock_;
+  FakePipeline pipeline_;
+  std::unique_ptr<JobQueue> queue_;
+  std::unique_ptr<StepScheduler> scheduler_;
+  std::map<std::string, std::shared_ptr<Job>> jobs_;
+  std::vector<std::string> started_;
+  uint64_t next_sequence_ = 0;
+};
+
+TEST_F(StepSchedulerTest, JobsJoinAndLeaveAtStepBoundaries) {
+  auto a = Push("a", 4);
+  ASSERT_TRUE(scheduler_->Tick());
+  auto b = Push("b", 2);
+  ASSERT_TRUE(scheduler_->Tick());
+  ASSERT_TRUE(scheduler_->Tick());
+  EXPECT_TRUE(b->ended());  // b's two steps are done: it left at once
+  EXPECT_FALSE(a->ended());
+  ASSERT_TRUE(scheduler_->Tick());
+  EXPECT_TRUE(a->ended());
+  EXPECT_EQ(pipeline_.calls, (std::vector<Ids>{{"a"}, {"a", "b"}, {"a", "b"}, {"a"}}));
+  EXPECT_EQ(a->progress_steps(), (std::vector<int>{1, 2, 3, 4}));
+  EXPECT_EQ(b->progress_steps(), (std::vector<int>{1, 2}));
+  EXPECT_TRUE(a->final_status().ok());
+  EXPECT_FALSE(scheduler_->Tick());  // nothing left
+}
+
+TEST_F(StepSchedulerTest, NewJobsTextIsEncodedTogether) {
+  Push("a", 2);
+  Push("b", 2);
+  Push("c", 2);
+  scheduler_->Tick();
+  EXPECT_EQ(pipeline_.starts, (std::vector<Ids>{{"a", "b", "c"}}));
+}
+
+TEST_F(StepSchedulerTest, RowBudgetBoundsEveryCall) {
+  StepScheduler::Options options;
+  options.max_batch_rows = 4;
+  Build(options);
+  Push("a", 2, 2);
+  Push("b", 2, 2);
+  auto c = Push("c", 2, 2);
+  scheduler_->Tick();
+  EXPECT_EQ(pipeline_.calls.back(), (Ids{"a", "b"}));
+  EXPECT_EQ(c->queue_positions().back(), 0);  // next in line
+  scheduler_->Tick();  // a and b finish
+  scheduler_->Tick();
+  EXPECT_EQ(pipeline_.calls.back(), (Ids{"c"}));
+  for (int rows : pipeline_.call_rows) EXPECT_LE(rows, 4);
+}
+
+TEST_F(StepSchedulerTest, AJobLargerThanTheBudgetRunsAloneWhenIdle) {
+  StepScheduler::Options options;
+  options.max_batch_rows = 4;
+  Build(options);
+  auto big = Push("big", 1, 16);
+  auto small = Push("small", 1, 2);
+  scheduler_->Tick();
+  EXPECT_EQ(pipeline_.calls.back(), (Ids{"big"}));
+  EXPECT_TRUE(big->ended());
+  scheduler_->Tick();
+  EXPECT_EQ(pipeline_.calls.back(), (Ids{"small"}));
+}
+
+TEST_F(StepSchedulerTest, HigherPriorityStartsFirstAndFifoWithinAPriority) {
+  StepScheduler::Options options;
+  options.max_batch_rows = 2;  // one job at a time
+  Build(options);
+  Push("low", 1, 2, 0);
+  Push("high1", 1, 2, 5);
+  Push("high2", 1, 2, 5);
+  for (int i = 0; i < 3; ++i) scheduler_->Tick();
+  EXPECT_EQ(started_, (Ids{"high1", "high2", "low"}));
+}
+
+TEST_F(StepSchedulerTest, WaitingAgesPriorityUpSoLowPriorityIsNotStarved) {
+  StepScheduler::Options options;
+  options.max_batch_rows = 2;
+  Build(options);  // one priority level per 10 s waited
+  Push("low", 1, 2, 0);
+  clock_.Advance(absl::Seconds(60));  // low has gained 6 levels
+  Push("high", 1, 2, 5);
+  scheduler_->Tick();
+  scheduler_->Tick();
+  EXPECT_EQ(started_, (Ids{"low", "high"}));
+}
+
+TEST_F(StepSchedulerTest, QueuedJobsHearTheirPositionWhenItChanges) {
+  StepScheduler::Options options;
+  options.max_batch_rows = 2;
+  Build(options);
+  auto a = Push("a", 1);
+  auto b = Push("b", 1);
+  auto c = Push("c", 1);
+  EXPECT_EQ(a->accepted_position(), 0);
+  EXPECT_EQ(b->accepted_position(), 1);
+  EXPECT_EQ(c->accepted_position(), 2);
+  scheduler_->Tick();  // a runs and ends
+  EXPECT_EQ(b->queue_positions(), (std::vector<int>{0}));
+  EXPECT_EQ(c->queue_positions(), (std::vector<int>{1}));
+  auto urgent = Push("urgent", 1, 2, 50);
+  EXPECT_EQ(urgent->accepted_position(), 0);
+  EXPECT_EQ(b->queue_positions(), (std::vector<int>{0, 1}));
+}
+
+TEST_F(StepSchedulerTest, DeadlinePassedWhileQueuedEndsTheJobWithoutRunningIt) {
+  StepScheduler::Options options;
+  options.max_batch_rows = 2;
+  Build(options);
+  Push("busy", 5);
+  auto late = Push("late", 2, 2, 0, clock_.Now() + absl::Seconds(1));
+  scheduler_->Tick();
+  clock_.Advance(absl::Seconds(2));
+  scheduler_->Tick();
+  EXPECT_EQ(late->final_status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_TRUE(late->progress_steps().empty());
+  EXPECT_EQ(std::count(started_.begin(), started_.end(), "late"), 0);
+}
+
+TEST_F(StepSchedulerTest, DeadlinePassedWhileRunningEndsItAtTheNextStep) {
+  auto a = Push("a", 10, 2, 0, clock_.Now() + absl::Seconds(1));
+  auto b = Push("b", 3);
+  scheduler_->Tick();
+  clock_.Advance(absl::Seconds(2));
+  scheduler_->Tick();
+  EXPECT_EQ(a->final_status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(a->progress_steps(), (std::vector<int>{1}));
+  EXPECT_EQ(pipeline_.calls.back(), (Ids{"b"}));  // b goes on alone
+  scheduler_->Tick();
+  EXPECT_TRUE(b->final_status().ok());
+}
+
+TEST_F(StepSchedulerTest, CancelledJobsLeaveTheBatchAtTheNextStepAndQueuedOnesAtOnce) {
+  auto a = Push("a", 10);
+  auto b = Push("b", 3);
+  scheduler_->Tick();
+  jobs_["a"]->stop.store(static_cast<int>(StopReason::kCancelled));
+  scheduler_->Tick();
+  EXPECT_EQ(a->final_status().code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(pipeline_.calls.back(), (Ids{"b"}));
+  EXPECT_EQ(scheduler_->num_running(), 1);  // a's state is gone
+  Push("queued", 3);
+  ASSERT_NE(queue_->Remove("queued"), nullptr);
+  EXPECT_EQ(queue_->size(), 0);
+}
+
+TEST_F(StepSchedulerTest, AFailingModelCallFailsOnlyItsJobsAndTheWorkerGoesOn) {
+  auto a = Push("a", 3);
+  auto poison = Push("poison", 3);
+  auto other_size = Push("wide", 2, 2, 0, absl::InfiniteFuture(), 64);
+  pipeline_.poison_job_id = "poison";
+  scheduler_->Tick();  // a + poison share a call: both fail
+  EXPECT_EQ(a->final_status().code(), absl::StatusCode::kInternal);
+  EXPECT_EQ(poison->final_status().code(), absl::StatusCode::kInternal);
+  EXPECT_NE(poison->final_status().message().find("fake UNet failure"), std::string::npos);
+  scheduler_->Tick();
+  scheduler_->Tick();
+  EXPECT_TRUE(other_size->final_status().ok());
+  auto next = Push("next", 1);
+  scheduler_->Tick();
+  EXPECT_TRUE(next->final_status().ok());
+}
+
+TEST_F(StepSchedulerTest, AJobItsPipelineRefusesFailsAloneAtStart) {
+  Push("ok", 1);
+  auto refused = Push("refused", 1);
+  jobs_["refused"]->request.prompt = "fail start";
+  scheduler_->Tick();
+  EXPECT_EQ(refused->final_status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(jobs_.count("ok"));
+  EXPECT_EQ(pipeline_.calls.back(), (Ids{"ok"}));
+}
+
+TEST_F(StepSchedulerTest, DifferentImageSizesRunInTurnsNotTogether) {
+  Push("small-a", 3);
+  Push("wide", 3, 2, 0, absl::InfiniteFuture(), 64);
+  Push("small-b", 3);
+  for (int i = 0; i < 4; ++i) scheduler_->Tick();
+  EXPECT_EQ(pipeline_.calls,
+            (std::vector<Ids>{{"small-a", "small-b"}, {"wide"}, {"small-a", "small-b"}, {"wide"}}));
+}
+
+TEST_F(StepSchedulerTest, RequestLevelBatchingAdmitsOnlyWhenTheBatchHasEnded) {
+  StepScheduler::Options options;
+  options.request_level = true;
+  Build(options);
+  Push("a", 3);
+  scheduler_->Tick();
+  Push("b", 1);
+  scheduler_->Tick();
+  scheduler_->Tick();  // a ends
+  scheduler_->Tick();
+  EXPECT_EQ(pipeline_.calls, (std::vector<Ids>{{"a"}, {"a"}, {"a"}, {"b"}}));
+}
+
+TEST_F(StepSchedulerTest, PreviewsComeEveryNStepsAndTheFirstIsReported) {
+  jobs_.clear();
+  auto a = Push("a", 4);
+  jobs_["a"]->request.preview_every_n_steps = 2;
+  for (int i = 0; i < 4; ++i) scheduler_->Tick();
+  const auto progress = a->progress();
+  ASSERT_EQ(progress.size(), 4u);
+  EXPECT_TRUE(progress[0].previews.empty());
+  ASSERT_EQ(progress[1].previews.size(), 1u);
+  EXPECT_EQ(progress[1].previews[0].data, "preview 2");
+  EXPECT_EQ(progress[3].previews[0].data, "preview 4");
+}
+
+TEST_F(StepSchedulerTest, FailAllEndsEveryRunningJob) {
+  auto a = Push("a", 5);
+  auto b = Push("b", 5);
+  scheduler_->Tick();
+  scheduler_->FailAll(absl::UnavailableError("shutting down"));
+  EXPECT_EQ(a->final_status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(b->final_status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(scheduler_->num_running(), 0);
+}
+
+TEST(JobQueue, FullQueueIsRefusedAtOnceAndClosedQueueIsUnavailable) {
+  FakeClock clock;
+  JobQueue queue(1, absl::Seconds(10), &clock);
+  auto make = [&](const std::string& id) {
+    auto job = std::make_shared<Job>();
+    job->request.job_id = id;
+    job->request.num_images = 1;
+    job->listener = std::make_shared<FakeJobListener>();
+    job->accepted_at = clock.Now();
+    return job;
+  };
+  EXPECT_TRUE(queue.Push(make("a")).ok());
+  EXPECT_EQ(queue.Push(make("b")).code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(queue.Close().size(), 1u);
+  EXPECT_EQ(queue.Push(make("c")).code(), absl::StatusCode::kUnavailable);
+}
+
+}  // namespace
+}  // namespace imagegen
