@@ -42,10 +42,6 @@ absl::StatusOr<JobRequest> ToJobRequest(const v1::GenerateRequest& in, const Eng
     return absl::InvalidArgumentError(absl::StrCat("preview.format is ", v1::ImageFormat_Name(in.preview().format()),
                                                    "; supported: IMAGE_FORMAT_PNG"));
   }
-  if (in.preview().method() == v1::PREVIEW_METHOD_VAE_DECODE) {
-    return absl::InvalidArgumentError(
-        "preview.method is PREVIEW_METHOD_VAE_DECODE; supported: PREVIEW_METHOD_LATENT_APPROX");
-  }
   if (!in.init_image().empty()) {
     auto decoded = DecodeImage(in.init_image());
     if (!decoded.ok()) {
@@ -81,6 +77,7 @@ absl::StatusOr<JobRequest> ToJobRequest(const v1::GenerateRequest& in, const Eng
   r.seed = in.has_seed() ? in.seed() : absl::Uniform<uint32_t>(Rng());
   r.num_images = in.num_images() == 0 ? 1 : as_int(in.num_images());
   r.preview_every_n_steps = as_int(in.preview().every_n_steps());
+  r.preview_vae_decode = in.preview().method() == v1::PREVIEW_METHOD_VAE_DECODE;
   r.priority = in.priority();
   r.deadline = deadline;
   if (auto s = ValidateJobRequest(r, *model, engine.limits()); !s.ok()) return s;

@@ -47,6 +47,7 @@ Generation::Generation(ModelBundle* model, const JobRequest& request)
       guidance_scale_(request.guidance_scale),
       num_images_(request.num_images),
       seed_(request.seed),
+      preview_vae_decode_(request.preview_vae_decode),
       width_(request.width),
       height_(request.height) {}
 
@@ -166,6 +167,7 @@ absl::StatusOr<std::vector<EncodedImage>> Generation::EncodeAll(const at::Tensor
 }
 
 absl::StatusOr<std::vector<EncodedImage>> Generation::Preview() const {
+  if (preview_vae_decode_) return Decode();
   const ModelConfig& c = model_->config();
   at::Tensor m = at::from_blob(const_cast<float*>(c.latent_rgb_matrix.data()), {3, c.latent_channels}, at::kFloat)
                      .to(latents_.device());

@@ -58,8 +58,8 @@ class Generation : public JobState {
   int total_steps() const override { return sampler_->num_calls() - sampler_->first_call(); }
   int rows() const override { return guided() ? 2 * num_images_ : num_images_; }
 
-  // The linear latent-to-RGB preview of the current latents, upscaled (nearest) to the image
-  // size, one PNG per image.
+  // A preview of the current latents, one PNG per image of the image size: the linear
+  // latent-to-RGB projection upscaled (nearest), or with preview_vae_decode the VAE decoder.
   absl::StatusOr<std::vector<EncodedImage>> Preview() const;
   // Decodes the final latents with the VAE and encodes one PNG per image.
   absl::StatusOr<std::vector<EncodedImage>> Decode() const;
@@ -77,6 +77,7 @@ class Generation : public JobState {
   double guidance_scale_;
   int num_images_;
   uint64_t seed_;
+  bool preview_vae_decode_;
   int width_;
   int height_;
   at::Tensor latents_;  // [N, C, h, w]

@@ -28,6 +28,8 @@ struct JobRequest {
   uint64_t seed = 0;  // image i uses seed + i
   int num_images = 1;
   int preview_every_n_steps = 0;  // 0: no previews
+  // false: the linear latent-to-RGB projection (nearly free); true: the full VAE decoder.
+  bool preview_vae_decode = false;
   // Image to image: the decoded init image (no pixels: text to image), the same size as the
   // request, and how much of the reverse process to run, in (0, 1].
   RasterImage init_image;

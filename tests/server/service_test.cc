@@ -427,7 +427,6 @@ TEST_F(ImageGeneratorServiceTest, InvalidFieldsAreNamed) {
       {"job_id", [](auto& r) { r.set_job_id(std::string(65, 'j')); }},
       {"output_format", [](auto& r) { r.set_output_format(v1::IMAGE_FORMAT_JPEG); }},
       {"preview.format", [](auto& r) { r.mutable_preview()->set_format(v1::IMAGE_FORMAT_WEBP); }},
-      {"preview.method", [](auto& r) { r.mutable_preview()->set_method(v1::PREVIEW_METHOD_VAE_DECODE); }},
       {"preview.every_n_steps", [](auto& r) { r.mutable_preview()->set_every_n_steps(4); }},
       {"init_image", [](auto& r) { r.set_init_image("\x89PNG"); }},
       {"strength", [](auto& r) { r.set_strength(0.5f); }},
@@ -666,6 +665,61 @@ TEST_F(ImageGeneratorServiceTest, InvalidImageToImageFieldsAreNamed) {
     EXPECT_TRUE(absl::StartsWith(status.error_message(), c.field + " "))
         << "\"" << status.error_message() << "\" does not begin with " << c.field;
   }
+}
+
+// ---- Streaming under load (issue 5) ----
+
+TEST_F(ImageGeneratorServiceTest, VaeDecodePreviewsAreFullSizeDecodes) {
+  v1::GenerateRequest request = SmallRequest();
+  request.mutable_preview()->set_every_n_steps(3);
+  request.mutable_preview()->set_method(v1::PREVIEW_METHOD_VAE_DECODE);
+  const StreamOutcome out = Generate(request);
+  ASSERT_TRUE(out.status.ok()) << out.status.error_message();
+  const v1::GenerateEvent& last_progress = out.events[out.events.size() - 2];
+  ASSERT_EQ(last_progress.progress().previews_size(), 1);
+  // At the last step the latents are final: the preview is the result itself.
+  EXPECT_EQ(last_progress.progress().previews(0).data(), out.events.back().result().images(0).data());
+}
+
+// One client opens a long stream with a preview at every step and never reads it; the server
+// keeps only its newest event (counting replaced previews) and the others finish meanwhile.
+TEST_F(ImageGeneratorServiceTest, AClientThatNeverReadsDoesNotSlowTheOthers) {
+  grpc::ClientContext stalled_context;
+  v1::GenerateRequest stalled = LongRequest("never-reads");
+  stalled.mutable_preview()->set_every_n_steps(1);
+  stalled.mutable_preview()->set_method(v1::PREVIEW_METHOD_VAE_DECODE);
+  // Large noisy previews (8 PNGs of 96x96 per step, 15 MB in all) overflow gRPC's flow-control window.
+  stalled.set_width(96);
+  stalled.set_height(96);
+  std::unique_ptr<grpc::ClientReader<v1::GenerateEvent>> reader = stub_->Generate(&stalled_context, stalled);
+
+  std::vector<std::thread> clients;
+  std::vector<grpc::Status> statuses(3);
+  for (int i = 0; i < 3; ++i) {
+    clients.emplace_back([this, i, &statuses] {
+      v1::GenerateRequest request = SmallRequest();
+      request.set_seed(1000 + i);
+      request.mutable_preview()->set_every_n_steps(1);
+      statuses[i] = Generate(request).status;
+    });
+  }
+  for (std::thread& t : clients) t.join();
+  for (const grpc::Status& status : statuses) EXPECT_TRUE(status.ok()) << status.error_message();
+
+  // The stalled stream's job keeps running without waiting for its client: its previews pile
+  // up as replacements, never as a backlog.
+  bool replaced = false;
+  for (int i = 0; i < 50 && !replaced; ++i) {
+    replaced = SumSamples(ScrapeMetrics(), "imagegen_previews_replaced_total", {}).value_or(0) > 0;
+    if (!replaced) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_TRUE(replaced) << ScrapeMetrics();
+  stalled_context.TryCancel();
+  v1::GenerateEvent event;
+  while (reader->Read(&event)) {
+  }
+  const grpc::Status status = reader->Finish();
+  EXPECT_TRUE(status.ok() || status.error_code() == grpc::StatusCode::CANCELLED) << status.error_message();
 }
 
 }  // namespace
