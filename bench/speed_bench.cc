@@ -8,6 +8,7 @@
 // --images runs. Timings drift 30-50% between runs on shared 2-core machines: compare numbers
 // from one run only.
 #include <algorithm>
+#include <cstdlib>
 #include <iostream>
 #include <numeric>
 #include <vector>
@@ -30,7 +31,11 @@ ABSL_FLAG(std::string, model_dir, "models/fashion-mnist-ldm", "The model bundle 
 ABSL_FLAG(std::string, batches, "1,8,32", "UNet batch sizes (rows) to time.");
 ABSL_FLAG(int, repeats, 50, "Timed UNet calls per batch size (after 5 warm-up calls).");
 ABSL_FLAG(int, images, 10, "Whole images to time through the engine.");
-ABSL_FLAG(int, threads, 0, "LibTorch intra-op threads; 0: one per hardware thread.");
+ABSL_FLAG(int, threads, 0, "LibTorch intra-op threads; 0: LibTorch's default.");
+ABSL_FLAG(std::string, engine_concurrency, "1,2,4,8,16",
+          "Closed-loop in-process loads: jobs kept in flight in the engine (no network).");
+ABSL_FLAG(int, engine_requests, 48, "Jobs per in-process load (after 4 warm-up jobs).");
+ABSL_FLAG(std::string, batching, "step", "step or request (the engine's batching).");
 
 namespace {
 
@@ -102,13 +107,13 @@ int main(int argc, char** argv) {
 
   imagegen::Engine::Options options;
   options.intra_op_threads = threads;
+  options.request_level_batching = absl::GetFlag(FLAGS_batching) == "request";
   auto engine = imagegen::Engine::Create(options, {absl::GetFlag(FLAGS_model_dir)}, nullptr);
   if (!engine.ok()) {
     std::cerr << engine.status() << "\n";
     return 1;
   }
-  std::vector<double> ms;
-  for (int i = 0; i < 1 + absl::GetFlag(FLAGS_images); ++i) {
+  auto request = [&](int i) {
     imagegen::JobRequest r;
     r.job_id = absl::StrFormat("bench-%d", i);
     r.model = c.name;
@@ -119,6 +124,11 @@ int main(int argc, char** argv) {
     r.guidance_scale = c.default_guidance_scale;
     r.sampler = c.default_sampler;
     r.seed = i;
+    return r;
+  };
+  std::vector<double> ms;
+  for (int i = 0; i < 1 + absl::GetFlag(FLAGS_images); ++i) {
+    imagegen::JobRequest r = request(i);
     auto listener = std::make_shared<WaitListener>();
     const absl::Time start = absl::Now();
     if (auto s = (*engine)->Submit(r, listener); !s.ok()) {
@@ -135,5 +145,40 @@ int main(int argc, char** argv) {
   std::cout << absl::StrFormat(
       "One image at the defaults (%s, %d steps, guidance %.1f), through the engine: %.1f ms (median of %d)\n",
       c.default_sampler, c.default_steps, c.default_guidance_scale, Median(ms), static_cast<int>(ms.size()));
+
+  // The engine alone under closed-loop loads: N jobs in flight, each replaced when it ends.
+  std::cout << "\n| in-process concurrency | images/s | batching |\n|---|---|---|\n";
+  int next_id = 1000;
+  for (absl::string_view n : absl::StrSplit(absl::GetFlag(FLAGS_engine_concurrency), ',')) {
+    int concurrency = 0;
+    if (!absl::SimpleAtoi(n, &concurrency) || concurrency < 1) {
+      std::cerr << "--engine_concurrency: \"" << n << "\" is not a positive integer\n";
+      return 2;
+    }
+    const int total = 4 + absl::GetFlag(FLAGS_engine_requests);
+    std::vector<std::shared_ptr<WaitListener>> in_flight;
+    int submitted = 0, done = 0;
+    absl::Time measured_start;
+    auto submit = [&] {
+      auto l = std::make_shared<WaitListener>();
+      if (auto st = (*engine)->Submit(request(next_id++), l); !st.ok()) {
+        std::cerr << st << "\n";
+        std::exit(1);
+      }
+      ++submitted;
+      in_flight.push_back(l);
+    };
+    while (submitted < std::min(concurrency, total)) submit();
+    while (done < total) {
+      // Wait for the oldest job in flight, then replace it (FIFO is fine for a closed loop).
+      in_flight.front()->done.WaitForNotification();
+      in_flight.erase(in_flight.begin());
+      if (++done == 4) measured_start = absl::Now();
+      if (submitted < total) submit();
+    }
+    const double seconds = absl::ToDoubleSeconds(absl::Now() - measured_start);
+    std::cout << absl::StrFormat("| %d | %.1f | %s |\n", concurrency, (total - 4) / seconds,
+                                 absl::GetFlag(FLAGS_batching));
+  }
   return 0;
 }
