@@ -3,33 +3,24 @@
 Preprocessing is the model's (models/train/ldm.py): Fashion-MNIST 28x28 scaled to [-1, 1] and
 padded by 2 pixels of background (-1) to 32x32.
 """
-import gzip
 import os
+import sys
 from typing import Tuple
 
 import numpy as np
 
-FASHION_DIR = "/usr/share/datasets/fashion-mnist"
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "models", "train"))
+import ldm  # noqa: E402  (the training program's data loading)
+
 CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 
 
-def _read_idx(path: str) -> np.ndarray:
-    with gzip.open(path, "rb") as f:
-        data = f.read()
-    ndim = data[3]
-    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
-
-
-def load_fashion_mnist(split: str, data_dir: str = FASHION_DIR) -> Tuple[np.ndarray, np.ndarray]:
-    """Images float32 [N, 1, 32, 32] in [-1, 1], labels int64 [N]."""
-    prefix = "train" if split == "train" else "t10k"
-    imgs = _read_idx(os.path.join(data_dir, f"{prefix}-images-idx3-ubyte.gz"))
-    labels = _read_idx(os.path.join(data_dir, f"{prefix}-labels-idx1-ubyte.gz"))
-    x = imgs.astype(np.float32) / 127.5 - 1.0
-    x = np.pad(x, ((0, 0), (2, 2), (2, 2)), constant_values=-1.0)[:, None]
-    return np.ascontiguousarray(x), labels.astype(np.int64)
+def load_fashion_mnist(split: str) -> Tuple[np.ndarray, np.ndarray]:
+    """Images float32 [N, 1, 32, 32] in [-1, 1], labels int64 [N]: the training program's own
+    loader (models/train/ldm.py), so that the judge sees exactly what the model was trained on."""
+    x, y = ldm.load_fashion_mnist(split)
+    return np.ascontiguousarray(x.numpy()), y.numpy()
 
 
 def uint8_to_model(gray: np.ndarray) -> np.ndarray:
