@@ -46,16 +46,20 @@ void FillResponse(JobResult result, const JobRequest& request, v1::GenerateRespo
 // Resolves and submits a request; on error the status to finish the call with, after counting
 // an invalid request.
 absl::Status Admit(const v1::GenerateRequest& request, const grpc::CallbackServerContext& context,
-                   Engine& engine, Metrics& metrics, const std::string& default_model,
+                   Engine& engine, Metrics& metrics, RequestLog* log, const std::string& default_model,
                    std::shared_ptr<JobListener> listener, JobRequest* job) {
+  const std::string named = request.model().empty() ? default_model : request.model();
+  const std::string model = engine.FindModel(named) ? named : "unknown";
   auto resolved = ToJobRequest(request, engine, default_model, DeadlineOf(context));
   if (!resolved.ok()) {
-    const std::string model = request.model().empty() ? default_model : request.model();
-    metrics.OnInvalidRequest(engine.FindModel(model) ? model : "unknown");
+    metrics.OnInvalidRequest(model);
+    if (log) log->LogRefused(model, absl::StatusCodeToString(resolved.status().code()), std::string(resolved.status().message()));
     return resolved.status();
   }
   *job = *resolved;
-  return engine.Submit(*std::move(resolved), std::move(listener));
+  absl::Status status = engine.Submit(*std::move(resolved), std::move(listener));
+  if (!status.ok() && log) log->LogRefused(model, absl::StatusCodeToString(status.code()), std::string(status.message()));
+  return status;
 }
 
 // One Generate call. Owned by itself (self_) until gRPC calls OnDone, and by the engine while the
@@ -64,12 +68,12 @@ class GenerateReactor : public grpc::ServerWriteReactor<v1::GenerateEvent>,
                         public JobListener,
                         public std::enable_shared_from_this<GenerateReactor> {
  public:
-  GenerateReactor(Engine* engine, Metrics* metrics) : engine_(engine), metrics_(metrics) {}
+  GenerateReactor(Engine* engine, Metrics* metrics, RequestLog* log) : engine_(engine), metrics_(metrics), log_(log) {}
 
   void Begin(grpc::CallbackServerContext* context, const v1::GenerateRequest& request,
              const std::string& default_model) {
     self_ = shared_from_this();
-    absl::Status status = Admit(request, *context, *engine_, *metrics_, default_model, self_, &job_);
+    absl::Status status = Admit(request, *context, *engine_, *metrics_, log_, default_model, self_, &job_);
     if (!status.ok()) OnError(status);
   }
 
@@ -194,6 +198,7 @@ class GenerateReactor : public grpc::ServerWriteReactor<v1::GenerateEvent>,
 
   Engine* const engine_;
   Metrics* const metrics_;
+  RequestLog* const log_;
   JobRequest job_;  // Set in Begin before any event; read-only after.
   std::shared_ptr<GenerateReactor> self_;
 
@@ -214,13 +219,13 @@ class GenerateImagesReactor : public grpc::ServerUnaryReactor,
                               public JobListener,
                               public std::enable_shared_from_this<GenerateImagesReactor> {
  public:
-  GenerateImagesReactor(Engine* engine, Metrics* metrics, v1::GenerateResponse* response)
-      : engine_(engine), metrics_(metrics), response_(response) {}
+  GenerateImagesReactor(Engine* engine, Metrics* metrics, RequestLog* log, v1::GenerateResponse* response)
+      : engine_(engine), metrics_(metrics), log_(log), response_(response) {}
 
   void Begin(grpc::CallbackServerContext* context, const v1::GenerateRequest& request,
              const std::string& default_model) {
     self_ = shared_from_this();
-    absl::Status status = Admit(request, *context, *engine_, *metrics_, default_model, self_, &job_);
+    absl::Status status = Admit(request, *context, *engine_, *metrics_, log_, default_model, self_, &job_);
     if (!status.ok()) OnError(status);
   }
 
@@ -250,6 +255,7 @@ class GenerateImagesReactor : public grpc::ServerUnaryReactor,
 
   Engine* const engine_;
   Metrics* const metrics_;
+  RequestLog* const log_;
   v1::GenerateResponse* const response_;  // Owned by gRPC; valid until OnDone.
   JobRequest job_;
   std::shared_ptr<GenerateImagesReactor> self_;
@@ -261,7 +267,7 @@ class GenerateImagesReactor : public grpc::ServerUnaryReactor,
 
 grpc::ServerWriteReactor<v1::GenerateEvent>* ImageGeneratorService::Generate(
     grpc::CallbackServerContext* context, const v1::GenerateRequest* request) {
-  auto reactor = std::make_shared<GenerateReactor>(engine_, metrics_);
+  auto reactor = std::make_shared<GenerateReactor>(engine_, metrics_, log_);
   reactor->Begin(context, *request, default_model_);
   return reactor.get();  // Kept alive by its own self_ until OnDone.
 }
@@ -269,7 +275,7 @@ grpc::ServerWriteReactor<v1::GenerateEvent>* ImageGeneratorService::Generate(
 grpc::ServerUnaryReactor* ImageGeneratorService::GenerateImages(grpc::CallbackServerContext* context,
                                                                 const v1::GenerateRequest* request,
                                                                 v1::GenerateResponse* response) {
-  auto reactor = std::make_shared<GenerateImagesReactor>(engine_, metrics_, response);
+  auto reactor = std::make_shared<GenerateImagesReactor>(engine_, metrics_, log_, response);
   reactor->Begin(context, *request, default_model_);
   return reactor.get();
 }

@@ -12,14 +12,16 @@
 #include "core/engine/engine.h"
 #include "imagegen/v1/imagegen.grpc.pb.h"
 #include "server/metrics.h"
+#include "server/request_log.h"
 
 namespace imagegen {
 
 // Thread-safe. `engine` and `metrics` must outlive the service and every call it started.
 class ImageGeneratorService final : public v1::ImageGenerator::CallbackService {
  public:
-  ImageGeneratorService(Engine* engine, Metrics* metrics, std::string default_model)
-      : engine_(engine), metrics_(metrics), default_model_(std::move(default_model)) {}
+  // `log` may be null.
+  ImageGeneratorService(Engine* engine, Metrics* metrics, RequestLog* log, std::string default_model)
+      : engine_(engine), metrics_(metrics), log_(log), default_model_(std::move(default_model)) {}
 
   grpc::ServerWriteReactor<v1::GenerateEvent>* Generate(grpc::CallbackServerContext* context,
                                                        const v1::GenerateRequest* request) override;
@@ -38,6 +40,7 @@ class ImageGeneratorService final : public v1::ImageGenerator::CallbackService {
  private:
   Engine* engine_;
   Metrics* metrics_;
+  RequestLog* log_;
   std::string default_model_;
 };
 

@@ -41,6 +41,10 @@ ABSL_FLAG(int, priority_aging_ms, 10000,
           "work is never starved.");
 ABSL_FLAG(int, intra_op_threads, 0, "LibTorch intra-op threads of the worker; 0: LibTorch's default (one per physical core).");
 ABSL_FLAG(int, interop_threads, 1, "LibTorch inter-op threads (process-wide).");
+ABSL_FLAG(int, drain_timeout_s, 30,
+          "On SIGTERM or SIGINT: how long running and queued jobs may take to finish before the "
+          "rest end UNAVAILABLE.");
+ABSL_FLAG(bool, request_log, true, "One JSON line per request on stderr.");
 ABSL_FLAG(int, max_steps, 200, "Largest steps a request may ask for.");
 ABSL_FLAG(int, max_images, 8, "Largest num_images a request may ask for.");
 ABSL_FLAG(int, max_prompt_chars, 1000, "Longest prompt (and negative prompt), in bytes of UTF-8.");
@@ -65,6 +69,7 @@ int main(int argc, char** argv) {
   options.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   options.model_dir = absl::GetFlag(FLAGS_model_dir);
   options.default_model = absl::GetFlag(FLAGS_default_model);
+  options.request_log = absl::GetFlag(FLAGS_request_log);
   options.engine.max_queue = absl::GetFlag(FLAGS_max_queue);
   options.engine.devices = absl::GetFlag(FLAGS_devices);
   options.engine.max_batch_rows = absl::GetFlag(FLAGS_max_batch_rows);
@@ -99,7 +104,11 @@ int main(int argc, char** argv) {
   signal(SIGINT, OnSignal);
   signal(SIGTERM, OnSignal);
   while (!g_stop.load()) std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  std::cerr << "imagegen-server: shutting down" << std::endl;
+  const absl::Duration drain = absl::Seconds(absl::GetFlag(FLAGS_drain_timeout_s));
+  std::cerr << "imagegen-server: draining (up to " << absl::FormatDuration(drain) << ")" << std::endl;
+  const bool drained = (*server)->Drain(drain);
+  std::cerr << "imagegen-server: " << (drained ? "drained" : "drain timeout: ending the remaining jobs UNAVAILABLE")
+            << "; shutting down" << std::endl;
   (*server)->Shutdown();
   return 0;
 }

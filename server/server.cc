@@ -14,6 +14,12 @@ namespace imagegen {
 absl::StatusOr<std::unique_ptr<ImageGenServer>> ImageGenServer::Start(const ServerOptions& options) {
   std::unique_ptr<ImageGenServer> s(new ImageGenServer());
   s->metrics_ = std::make_unique<Metrics>();
+  std::vector<EngineObserver*> observers = {s->metrics_.get()};
+  if (options.request_log) {
+    s->request_log_ = std::make_unique<RequestLog>();
+    observers.push_back(s->request_log_.get());
+  }
+  s->observers_ = std::make_unique<ObserverFanout>(std::move(observers));
 
   if (!options.metrics_listen.empty()) {
     try {
@@ -30,7 +36,7 @@ absl::StatusOr<std::unique_ptr<ImageGenServer>> ImageGenServer::Start(const Serv
 
   auto dirs = FindBundleDirs(options.model_dir);
   if (!dirs.ok()) return dirs.status();
-  auto engine = Engine::Create(options.engine, *dirs, s->metrics_.get());
+  auto engine = Engine::Create(options.engine, *dirs, s->observers_.get());
   if (!engine.ok()) return engine.status();
   s->engine_ = *std::move(engine);
 
@@ -40,7 +46,8 @@ absl::StatusOr<std::unique_ptr<ImageGenServer>> ImageGenServer::Start(const Serv
     return absl::InvalidArgumentError(absl::StrCat("--default_model is \"", default_model,
                                                    "\", which is not among the loaded models"));
   }
-  s->service_ = std::make_unique<ImageGeneratorService>(s->engine_.get(), s->metrics_.get(), default_model);
+  s->service_ = std::make_unique<ImageGeneratorService>(s->engine_.get(), s->metrics_.get(),
+                                                     s->request_log_.get(), default_model);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -56,6 +63,15 @@ absl::StatusOr<std::unique_ptr<ImageGenServer>> ImageGenServer::Start(const Serv
 }
 
 ImageGenServer::~ImageGenServer() { Shutdown(); }
+
+bool ImageGenServer::Drain(absl::Duration timeout) {
+  if (server_ == nullptr) return true;
+  // Readiness first, so that load balancers stop sending; then refuse what still arrives with
+  // UNAVAILABLE (which clients may retry on another replica) and let running jobs finish.
+  server_->GetHealthCheckService()->SetServingStatus(false);
+  engine_->StopAccepting();
+  return engine_->WaitUntilIdle(absl::Now() + timeout);
+}
 
 void ImageGenServer::Shutdown() {
   if (server_ == nullptr) return;

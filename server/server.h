@@ -13,6 +13,7 @@
 #include "core/engine/engine.h"
 #include "server/image_generator_service.h"
 #include "server/metrics.h"
+#include "server/request_log.h"
 
 namespace imagegen {
 
@@ -21,6 +22,7 @@ struct ServerOptions {
   std::string metrics_listen = "0.0.0.0:9090";  // Prometheus /metrics; empty: no endpoint
   std::string model_dir;                        // one bundle, or a folder of bundles
   std::string default_model;                    // empty: the first bundle by folder name
+  bool request_log = true;                      // one JSON line per request on stderr
   Engine::Options engine;
 };
 
@@ -36,6 +38,9 @@ class ImageGenServer {
   Engine& engine() { return *engine_; }
   const std::string& default_model() const { return service_->default_model(); }
 
+  // Health turns NOT_SERVING and new requests are answered UNAVAILABLE; queued and running jobs
+  // go on. Returns true when they all ended within `timeout`. Call Shutdown next.
+  bool Drain(absl::Duration timeout);
   // Health turns NOT_SERVING, running and queued jobs end UNAVAILABLE, open calls finish, the
   // gRPC server stops. Idempotent.
   void Shutdown();
@@ -46,6 +51,8 @@ class ImageGenServer {
   ImageGenServer() = default;
 
   std::unique_ptr<Metrics> metrics_;
+  std::unique_ptr<RequestLog> request_log_;     // null without ServerOptions::request_log
+  std::unique_ptr<ObserverFanout> observers_;   // metrics and the request log
   std::unique_ptr<Engine> engine_;
   std::unique_ptr<ImageGeneratorService> service_;
   std::unique_ptr<grpc::Server> server_;

@@ -108,6 +108,7 @@ absl::Status Engine::Submit(JobRequest request, std::shared_ptr<JobListener> lis
   {
     absl::MutexLock lock(&mu_);
     if (shutting_down_) return absl::UnavailableError("the server is shutting down");
+    if (!accepting_) return absl::UnavailableError("the server is draining; retry on another replica");
     if (jobs_.contains(job->request.job_id)) {
       return absl::AlreadyExistsError(absl::StrCat("job_id \"", job->request.job_id,
                                                    "\" is already queued or running"));
@@ -138,6 +139,17 @@ bool Engine::Cancel(const std::string& job_id) {
   // Running (or between the queue and a worker): the worker ends it at the next step boundary.
   it->second->stop.store(static_cast<int>(StopReason::kCancelled));
   return true;
+}
+
+void Engine::StopAccepting() {
+  absl::MutexLock lock(&mu_);
+  accepting_ = false;
+}
+
+bool Engine::WaitUntilIdle(absl::Time deadline) {
+  auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return jobs_.empty(); };
+  absl::MutexLock lock(&mu_);
+  return mu_.AwaitWithDeadline(absl::Condition(&idle), deadline);
 }
 
 void Engine::Shutdown() {
@@ -179,6 +191,7 @@ void Engine::WorkerLoop(Pipeline* pipeline) {
 }
 
 void Engine::OnJobStarted(Job& job) {
+  job.started_at = clock_->Now();
   job.started.store(true);
   const int active = ++active_jobs_;
   if (observer_) {
@@ -203,7 +216,12 @@ void Engine::Finish(Job& job, absl::Status status, JobResult* result) {
   }
   const absl::Duration total = clock_->Now() - job.accepted_at;
   const int images = result ? static_cast<int>(result->images.size()) : 0;
-  if (observer_) observer_->OnJobFinished(job.request.model, OutcomeOf(status), total, images);
+  if (observer_) {
+    observer_->OnJobFinished(job.request.model, OutcomeOf(status), total, images);
+    const absl::Duration queue = job.started.load() ? job.started_at - job.accepted_at : total;
+    observer_->OnJobSummary({job.request.job_id, job.request.model, OutcomeOf(status),
+                             std::string(status.message()), queue, total - queue, images});
+  }
   if (status.ok()) {
     job.listener->OnResult(std::move(*result));
   } else {

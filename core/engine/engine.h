@@ -87,6 +87,11 @@ class Engine {
   // boundary, both with CANCELLED. False when no such job is queued or running.
   bool Cancel(const std::string& job_id);
 
+  // Stops admission: Submit answers UNAVAILABLE from now on; queued and running jobs go on.
+  void StopAccepting();
+  // Blocks until no job is queued or running, or `deadline` passes. True when idle.
+  bool WaitUntilIdle(absl::Time deadline);
+
   // Stops admission; queued jobs end now and running ones at their next step boundary, with
   // UNAVAILABLE; joins the workers. Idempotent.
   void Shutdown();
@@ -115,6 +120,7 @@ class Engine {
   absl::flat_hash_map<std::string, std::shared_ptr<Job>> jobs_ ABSL_GUARDED_BY(mu_);
   uint64_t next_sequence_ ABSL_GUARDED_BY(mu_) = 0;
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
+  bool accepting_ ABSL_GUARDED_BY(mu_) = true;
   std::atomic<int> active_jobs_{0};
   std::atomic<bool> stop_workers_{false};
   std::vector<std::thread> workers_;

@@ -35,6 +35,18 @@ class EngineObserver {
   // A job that was accepted ended.
   virtual void OnJobFinished(const std::string& model, JobOutcome outcome, absl::Duration total,
                              int images) {}
+  // The same end, with what a request log line needs. `queue` is the time until a worker took
+  // the job (all of `total` when it never started); `compute` the rest.
+  struct JobSummary {
+    std::string job_id;
+    std::string model;
+    JobOutcome outcome;
+    std::string message;  // the error, empty when ok
+    absl::Duration queue;
+    absl::Duration compute;
+    int images = 0;
+  };
+  virtual void OnJobSummary(const JobSummary& summary) {}
 };
 
 }  // namespace imagegen

@@ -31,6 +31,7 @@ struct Job {
   uint64_t sequence = 0;  // admission order
   std::atomic<int> stop{static_cast<int>(StopReason::kNone)};
   std::atomic<bool> started{false};  // a worker took it from the queue
+  absl::Time started_at;  // when it did; written by that worker before `started`
   // JobQueue's: the ordering key (set before insertion) and the position the listener heard last.
   double queue_key = 0;
   int last_position = -1;

@@ -1,0 +1,58 @@
+#include "server/request_log.h"
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+
+namespace imagegen {
+namespace {
+
+std::string Quote(const std::string& s) {
+  std::string out = "\"";
+  for (char c : s) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20) {
+          out += absl::StrFormat("\\u%04x", c);
+        } else {
+          out += c;
+        }
+    }
+  }
+  return out + "\"";
+}
+
+std::string Now() { return absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone()); }
+
+}  // namespace
+
+void RequestLog::OnJobSummary(const JobSummary& s) {
+  Write(absl::StrFormat(
+      R"({"time":%s,"event":"request","job_id":%s,"model":%s,"outcome":%s,"queue_s":%.4f,"compute_s":%.4f,"images":%d%s})",
+      Quote(Now()), Quote(s.job_id), Quote(s.model), Quote(JobOutcomeName(s.outcome)),
+      absl::ToDoubleSeconds(s.queue), absl::ToDoubleSeconds(s.compute), s.images,
+      s.message.empty() ? "" : absl::StrCat(",\"message\":", Quote(s.message))));
+}
+
+void RequestLog::LogRefused(const std::string& model, const std::string& code, const std::string& message) {
+  Write(absl::StrFormat(R"({"time":%s,"event":"request","model":%s,"outcome":"refused","code":%s,"message":%s})",
+                        Quote(Now()), Quote(model), Quote(code), Quote(message)));
+}
+
+void RequestLog::LogEvent(const std::string& event, const std::vector<std::pair<std::string, std::string>>& fields) {
+  std::string line = absl::StrCat("{\"time\":", Quote(Now()), ",\"event\":", Quote(event));
+  for (const auto& [k, v] : fields) absl::StrAppend(&line, ",", Quote(k), ":", Quote(v));
+  Write(line + "}");
+}
+
+void RequestLog::Write(const std::string& line) {
+  absl::MutexLock lock(&mu_);
+  std::fputs((line + "\n").c_str(), out_);
+  std::fflush(out_);
+}
+
+}  // namespace imagegen
