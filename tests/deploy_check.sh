@@ -3,7 +3,8 @@
 # and the Grafana dashboard (deploy/grafana). No cluster and no network: kubectl cannot validate
 # without a server's OpenAPI, so this checks the fields each kind needs itself, parses every
 # PromQL expression with promtool, and checks every imagegen_* metric an alert, the autoscaler or
-# the dashboard uses against the metrics the server exports.
+# the dashboard uses against the metrics the server exports, and the Deployment's arguments
+# against the flags the server declares (ABSL_FLAG in server/*.cc).
 #
 # Usage: deploy_check.sh REPO_ROOT [METRICS_URL]
 #   METRICS_URL  a running server's /metrics (e.g. http://127.0.0.1:9090/metrics): the exported
@@ -203,6 +204,16 @@ def parse_flag(args, flag):
             return a.split("=", 1)[1]
     return None
 
+# the server's flags, from its ABSL_FLAG declarations: name -> (type, default)
+server_flags = {}
+for f in sorted(os.listdir(os.path.join(root, "server"))):
+    if f.endswith(".cc"):
+        for m in re.finditer(r"ABSL_FLAG\(\s*([\w:]+(?:<[^>]*>)?)\s*,\s*(\w+)\s*,\s*([^,]+),",
+                             open(os.path.join(root, "server", f)).read()):
+            server_flags[m.group(2)] = (m.group(1), m.group(3).strip())
+if server_flags:
+    ok(f"{len(server_flags)} server flags declared in server/*.cc")
+
 deployments = {}  # name -> dict(labels, ports{name: port}, where)
 for where, d in by_kind.get("Deployment", []):
     name = d["metadata"]["name"]
@@ -230,6 +241,16 @@ for where, d in by_kind.get("Deployment", []):
         if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
             fail(cw, "args must be a list of strings")
             args = []
+        # every argument is a flag the server declares, ints are ints
+        for a in args:
+            fm = re.match(r"^--([a-z_0-9]+)(=(.*))?$", a)
+            if not fm:
+                fail(cw, f"argument {a!r} is not --flag=value")
+            elif server_flags and fm.group(1) not in server_flags and fm.group(1) != "flagfile":
+                fail(cw, f"--{fm.group(1)} is not a flag imagegen-server declares (server/*.cc)")
+            elif server_flags and fm.group(1) in server_flags and server_flags[fm.group(1)][0] in ("int", "int32_t", "int64_t") \
+                    and not re.match(r"^-?[0-9]+$", fm.group(3) or ""):
+                fail(cw, f"--{fm.group(1)} takes an integer, got {fm.group(3)!r}")
         # the server's listen addresses agree with the declared ports
         for flag, default, pname in (("listen", 50051, "grpc"), ("metrics_listen", 9090, "metrics")):
             v = parse_flag(args, flag)
@@ -265,10 +286,11 @@ for where, d in by_kind.get("Deployment", []):
         elif devices != "cpu":
             fail(cw, f"--devices={devices} but no nvidia.com/gpu limit")
         # drain: grace period covers preStop sleep + drain + margin; liveness never kills a draining pod
-        drain = 30
-        v = parse_flag(args, "drain_timeout_s") or parse_flag(args, "drain_timeout")
-        if v:
-            drain = int(re.sub(r"s$", "", v))
+        drain_default = server_flags.get("drain_timeout_s", ("int", "30"))[1]
+        drain = int(drain_default) if drain_default.isdigit() else 30
+        v = parse_flag(args, "drain_timeout_s")
+        if v and v.isdigit():
+            drain = int(v)
         prestop = 0
         cmd = get(c, "lifecycle.preStop.exec.command")
         if isinstance(cmd, list) and len(cmd) == 2 and cmd[0] == "sleep":
