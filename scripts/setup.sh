@@ -14,7 +14,7 @@ build_packages=(
   libgrpc++-dev libgrpc-dev protobuf-compiler-grpc protobuf-compiler libprotobuf-dev
   libabsl-dev prometheus-cpp-dev libgtest-dev libgmock-dev libpng-dev libjpeg62-turbo-dev nlohmann-json3-dev
   # tests: Python peer client, the export script for the test bundle, promtool
-  python3 python3-torch python3-numpy python3-pil python3-grpcio python3-protobuf prometheus
+  python3 python3-torch python3-numpy python3-pil python3-grpcio python3-protobuf python3-yaml prometheus
   # the default model's training data
   dataset-fashion-mnist
 )

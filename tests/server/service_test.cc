@@ -709,11 +709,11 @@ TEST_F(ImageGeneratorServiceTest, AClientThatNeverReadsDoesNotSlowTheOthers) {
   // The stalled stream's job keeps running without waiting for its client: its previews pile
   // up as replacements, never as a backlog.
   bool replaced = false;
-  for (int i = 0; i < 50 && !replaced; ++i) {
+  for (int i = 0; i < 300 && !replaced; ++i) {
     replaced = SumSamples(ScrapeMetrics(), "imagegen_previews_replaced_total", {}).value_or(0) > 0;
     if (!replaced) std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
-  EXPECT_TRUE(replaced) << ScrapeMetrics();
+  EXPECT_TRUE(replaced);
   stalled_context.TryCancel();
   v1::GenerateEvent event;
   while (reader->Read(&event)) {
