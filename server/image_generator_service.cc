@@ -263,11 +263,25 @@ class GenerateImagesReactor : public grpc::ServerUnaryReactor,
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
 };
 
+// A Generate call refused before any event (the models are still loading).
+class RefusedStream : public grpc::ServerWriteReactor<v1::GenerateEvent> {
+ public:
+  explicit RefusedStream(const grpc::Status& status) { Finish(status); }
+  void OnDone() override { delete this; }
+};
+
+const grpc::Status& Loading() {
+  static const auto* status = new grpc::Status(grpc::StatusCode::UNAVAILABLE, "the models are still loading; retry");
+  return *status;
+}
+
 }  // namespace
 
 grpc::ServerWriteReactor<v1::GenerateEvent>* ImageGeneratorService::Generate(
     grpc::CallbackServerContext* context, const v1::GenerateRequest* request) {
-  auto reactor = std::make_shared<GenerateReactor>(engine_, metrics_, log_);
+  Engine* engine = engine_.load(std::memory_order_acquire);
+  if (engine == nullptr) return new RefusedStream(Loading());
+  auto reactor = std::make_shared<GenerateReactor>(engine, metrics_, log_);
   reactor->Begin(context, *request, default_model_);
   return reactor.get();  // Kept alive by its own self_ until OnDone.
 }
@@ -275,7 +289,13 @@ grpc::ServerWriteReactor<v1::GenerateEvent>* ImageGeneratorService::Generate(
 grpc::ServerUnaryReactor* ImageGeneratorService::GenerateImages(grpc::CallbackServerContext* context,
                                                                 const v1::GenerateRequest* request,
                                                                 v1::GenerateResponse* response) {
-  auto reactor = std::make_shared<GenerateImagesReactor>(engine_, metrics_, log_, response);
+  Engine* engine = engine_.load(std::memory_order_acquire);
+  if (engine == nullptr) {
+    grpc::ServerUnaryReactor* refused = context->DefaultReactor();
+    refused->Finish(Loading());
+    return refused;
+  }
+  auto reactor = std::make_shared<GenerateImagesReactor>(engine, metrics_, log_, response);
   reactor->Begin(context, *request, default_model_);
   return reactor.get();
 }
@@ -284,9 +304,12 @@ grpc::ServerUnaryReactor* ImageGeneratorService::CancelJob(grpc::CallbackServerC
                                                            const v1::CancelJobRequest* request,
                                                            v1::CancelJobResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  if (request->job_id().empty()) {
+  Engine* engine = engine_.load(std::memory_order_acquire);
+  if (engine == nullptr) {
+    reactor->Finish(Loading());
+  } else if (request->job_id().empty()) {
     reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "job_id is empty; name the job to cancel"));
-  } else if (engine_->Cancel(request->job_id())) {
+  } else if (engine->Cancel(request->job_id())) {
     response->set_cancelled(true);
     reactor->Finish(grpc::Status::OK);
   } else {
@@ -299,7 +322,13 @@ grpc::ServerUnaryReactor* ImageGeneratorService::CancelJob(grpc::CallbackServerC
 grpc::ServerUnaryReactor* ImageGeneratorService::ListModels(grpc::CallbackServerContext* context,
                                                             const v1::ListModelsRequest*,
                                                             v1::ListModelsResponse* response) {
-  for (const ModelConfig* m : engine_->models()) {
+  Engine* engine = engine_.load(std::memory_order_acquire);
+  if (engine == nullptr) {
+    grpc::ServerUnaryReactor* refused = context->DefaultReactor();
+    refused->Finish(Loading());
+    return refused;
+  }
+  for (const ModelConfig* m : engine->models()) {
     v1::ModelInfo* info = response->add_models();
     info->set_name(m->name);
     info->set_description(m->description);

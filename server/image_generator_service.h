@@ -7,6 +7,7 @@
 #ifndef IMAGEGEN_SERVER_IMAGE_GENERATOR_SERVICE_H_
 #define IMAGEGEN_SERVER_IMAGE_GENERATOR_SERVICE_H_
 
+#include <atomic>
 #include <string>
 
 #include "core/engine/engine.h"
@@ -19,9 +20,14 @@ namespace imagegen {
 // Thread-safe. `engine` and `metrics` must outlive the service and every call it started.
 class ImageGeneratorService final : public v1::ImageGenerator::CallbackService {
  public:
-  // `log` may be null.
-  ImageGeneratorService(Engine* engine, Metrics* metrics, RequestLog* log, std::string default_model)
-      : engine_(engine), metrics_(metrics), log_(log), default_model_(std::move(default_model)) {}
+  // `log` may be null. Until Ready, every call is answered UNAVAILABLE (models loading).
+  ImageGeneratorService(Metrics* metrics, RequestLog* log) : metrics_(metrics), log_(log) {}
+
+  // Starts serving with `engine`, whose models are loaded. Call once.
+  void Ready(Engine* engine, std::string default_model) {
+    default_model_ = std::move(default_model);
+    engine_.store(engine, std::memory_order_release);
+  }
 
   grpc::ServerWriteReactor<v1::GenerateEvent>* Generate(grpc::CallbackServerContext* context,
                                                        const v1::GenerateRequest* request) override;
@@ -38,10 +44,10 @@ class ImageGeneratorService final : public v1::ImageGenerator::CallbackService {
   const std::string& default_model() const { return default_model_; }
 
  private:
-  Engine* engine_;
+  std::atomic<Engine*> engine_{nullptr};
   Metrics* metrics_;
   RequestLog* log_;
-  std::string default_model_;
+  std::string default_model_;  // written by Ready before engine_ is published
 };
 
 }  // namespace imagegen

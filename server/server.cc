@@ -34,6 +34,20 @@ absl::StatusOr<std::unique_ptr<ImageGenServer>> ImageGenServer::Start(const Serv
     s->metrics_port_ = ports.empty() ? 0 : ports.front();
   }
 
+  // The gRPC port opens first, answering NOT_SERVING on health (and UNAVAILABLE on the API)
+  // while the models load, so that an orchestrator sees a live but not yet ready server.
+  s->service_ = std::make_unique<ImageGeneratorService>(s->metrics_.get(), s->request_log_.get());
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &s->port_);
+  builder.RegisterService(s->service_.get());
+  s->server_ = builder.BuildAndStart();
+  if (s->server_ == nullptr || s->port_ == 0) {
+    return absl::UnavailableError(absl::StrCat("--listen ", options.listen, ": cannot listen"));
+  }
+  s->server_->GetHealthCheckService()->SetServingStatus(false);
+
   auto dirs = FindBundleDirs(options.model_dir);
   if (!dirs.ok()) return dirs.status();
   auto engine = Engine::Create(options.engine, *dirs, s->observers_.get());
@@ -46,18 +60,7 @@ absl::StatusOr<std::unique_ptr<ImageGenServer>> ImageGenServer::Start(const Serv
     return absl::InvalidArgumentError(absl::StrCat("--default_model is \"", default_model,
                                                    "\", which is not among the loaded models"));
   }
-  s->service_ = std::make_unique<ImageGeneratorService>(s->engine_.get(), s->metrics_.get(),
-                                                     s->request_log_.get(), default_model);
-
-  grpc::EnableDefaultHealthCheckService(true);
-  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
-  grpc::ServerBuilder builder;
-  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &s->port_);
-  builder.RegisterService(s->service_.get());
-  s->server_ = builder.BuildAndStart();
-  if (s->server_ == nullptr || s->port_ == 0) {
-    return absl::UnavailableError(absl::StrCat("--listen ", options.listen, ": cannot listen"));
-  }
+  s->service_->Ready(s->engine_.get(), default_model);
   s->server_->GetHealthCheckService()->SetServingStatus(true);
   return s;
 }
@@ -65,7 +68,7 @@ absl::StatusOr<std::unique_ptr<ImageGenServer>> ImageGenServer::Start(const Serv
 ImageGenServer::~ImageGenServer() { Shutdown(); }
 
 bool ImageGenServer::Drain(absl::Duration timeout) {
-  if (server_ == nullptr) return true;
+  if (server_ == nullptr || engine_ == nullptr) return true;
   // Readiness first, so that load balancers stop sending; then refuse what still arrives with
   // UNAVAILABLE (which clients may retry on another replica) and let running jobs finish.
   server_->GetHealthCheckService()->SetServingStatus(false);
@@ -77,8 +80,8 @@ void ImageGenServer::Shutdown() {
   if (server_ == nullptr) return;
   server_->GetHealthCheckService()->SetServingStatus(false);
   // The engine first: it ends every job, so every open call finishes and the gRPC shutdown
-  // below does not wait on a stream.
-  engine_->Shutdown();
+  // below does not wait on a stream. (No engine when loading the models failed.)
+  if (engine_ != nullptr) engine_->Shutdown();
   server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   server_->Wait();
   server_.reset();

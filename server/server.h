@@ -29,7 +29,8 @@ struct ServerOptions {
 // Thread-safe. Shutdown (or the destructor) ends every open call with a status.
 class ImageGenServer {
  public:
-  // Loads the models, then starts serving; health reports SERVING once this returns.
+  // Opens the gRPC port (health NOT_SERVING, API calls UNAVAILABLE), loads the models, then
+  // serves; health reports SERVING once this returns. Errors name the file or flag at fault.
   static absl::StatusOr<std::unique_ptr<ImageGenServer>> Start(const ServerOptions& options);
   ~ImageGenServer();
 
