@@ -16,6 +16,10 @@ log=$(mktemp)
     --model_dir="$root/models" >"$log" 2>&1 &
 server=$!
 trap 'kill "$server" 2>/dev/null; wait "$server" 2>/dev/null; rm -f "$log"' EXIT
+for _ in $(seq 120); do  # ready once it answers ListModels (the port opens before the models load)
+  "$build_dir/client/imagegen" models --server "127.0.0.1:$port" >/dev/null 2>&1 && break
+  sleep 0.5
+done
 settings=("$@")
 [ "${#settings[@]}" -gt 0 ] || settings=("")
 for setting in "${settings[@]}"; do

@@ -25,6 +25,9 @@ import grpc  # noqa: E402
 
 SERVICE_CONFIG = {
     "loadBalancingConfig": [{"round_robin": {}}],
+    # Client-side health checking: a draining replica (NOT_SERVING) leaves the picker at once, so
+    # no call reaches it while its gRPC server shuts down (such a call would end CANCELLED).
+    "healthCheckConfig": {"serviceName": ""},
     "methodConfig": [{
         "name": [{"service": "imagegen.v1.ImageGenerator"}],
         "retryPolicy": {"maxAttempts": 5, "initialBackoff": "0.1s", "maxBackoff": "1s",
@@ -59,10 +62,17 @@ def main():
             stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, f"server{i}.log"), "w"))
         servers.append({"port": port, "metrics": metrics, "proc": proc})
     try:
-        for s in servers:  # ready when each answers ListModels
-            channel = grpc.insecure_channel(f"127.0.0.1:{s['port']}")
-            grpc.channel_ready_future(channel).result(timeout=60)
-            rpc.ImageGeneratorStub(channel).ListModels(pb.ListModelsRequest(), timeout=30)
+        for s in servers:  # ready when each answers ListModels (UNAVAILABLE while loading)
+            stub = rpc.ImageGeneratorStub(grpc.insecure_channel(f"127.0.0.1:{s['port']}"))
+            deadline = time.time() + 60
+            while True:
+                try:
+                    stub.ListModels(pb.ListModelsRequest(), timeout=5, wait_for_ready=True)
+                    break
+                except grpc.RpcError:
+                    if time.time() > deadline:
+                        raise
+                    time.sleep(0.2)
         target = "ipv4:" + ",".join(f"127.0.0.1:{s['port']}" for s in servers)
         channel = grpc.insecure_channel(target, options=[("grpc.service_config", json.dumps(SERVICE_CONFIG)),
                                                          ("grpc.enable_retries", 1)])
