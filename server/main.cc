@@ -87,6 +87,9 @@ int main(int argc, char** argv) {
   options.engine.limits.max_prompt_chars = absl::GetFlag(FLAGS_max_prompt_chars);
   options.engine.limits.max_image_side = absl::GetFlag(FLAGS_max_image_side);
 
+  // Installed before the models load, so that a SIGTERM then still ends in an orderly exit.
+  signal(SIGINT, OnSignal);
+  signal(SIGTERM, OnSignal);
   auto server = imagegen::ImageGenServer::Start(options);
   if (!server.ok()) {
     std::cerr << "imagegen-server: " << server.status().message() << "\n";
@@ -101,8 +104,6 @@ int main(int argc, char** argv) {
             << "-level batching, " << options.engine.max_batch_rows << " rows); models: " << absl::StrJoin(models, ", ")
             << " (default " << (*server)->default_model() << ")" << std::endl;
 
-  signal(SIGINT, OnSignal);
-  signal(SIGTERM, OnSignal);
   while (!g_stop.load()) std::this_thread::sleep_for(std::chrono::milliseconds(100));
   const absl::Duration drain = absl::Seconds(absl::GetFlag(FLAGS_drain_timeout_s));
   std::cerr << "imagegen-server: draining (up to " << absl::FormatDuration(drain) << ")" << std::endl;
