@@ -107,4 +107,48 @@ std::string FormatModelsTable(const imagegen::v1::ListModelsResponse& response) 
 
 int ExitCode(const absl::Status& status) { return static_cast<int>(status.code()); }
 
+std::string JsonString(absl::string_view text) {
+  std::string out = "\"";
+  for (const char c : text) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\b': out += "\\b"; break;
+      case '\f': out += "\\f"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20) {
+          absl::StrAppend(&out, absl::StrFormat("\\u%04x", static_cast<unsigned char>(c)));
+        } else {
+          out += c;
+        }
+    }
+  }
+  out += '"';
+  return out;
+}
+
+std::string JsonNumber(double value) {
+  if (!std::isfinite(value)) return "null";
+  return absl::StrFormat("%.9g", value);
+}
+
+std::vector<uint8_t> ScaleNearestRgba(const std::vector<uint8_t>& rgba, uint32_t width,
+                                      uint32_t height, uint32_t out_width, uint32_t out_height) {
+  std::vector<uint8_t> out(static_cast<size_t>(out_width) * out_height * 4);
+  if (width == 0 || height == 0) return out;
+  for (uint32_t y = 0; y < out_height; ++y) {
+    const uint64_t sy = static_cast<uint64_t>(y) * height / out_height;
+    for (uint32_t x = 0; x < out_width; ++x) {
+      const uint64_t sx = static_cast<uint64_t>(x) * width / out_width;
+      const size_t from = (sy * width + sx) * 4;
+      const size_t to = (static_cast<size_t>(y) * out_width + x) * 4;
+      for (int k = 0; k < 4; ++k) out[to + k] = rgba[from + k];
+    }
+  }
+  return out;
+}
+
 }  // namespace imagegen::client

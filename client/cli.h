@@ -62,6 +62,18 @@ std::string FormatModelsTable(const imagegen::v1::ListModelsResponse& response);
 // numbering), so that scripts can tell UNAVAILABLE (14) from INVALID_ARGUMENT (3).
 int ExitCode(const absl::Status& status);
 
+// `text` as a JSON string literal, quotes included: '"', '\\' and control characters escaped
+// (\n, \t, ... or \u00XX); other bytes, UTF-8 included, pass through unchanged.
+std::string JsonString(absl::string_view text);
+
+// `value` as a JSON number ("%.9g"); NaN and infinities, which JSON lacks, as null.
+std::string JsonNumber(double value);
+
+// Scales an RGBA image (`width` x `height`, 4 bytes a pixel, no row padding) to
+// `out_width` x `out_height` with nearest-neighbour sampling.
+std::vector<uint8_t> ScaleNearestRgba(const std::vector<uint8_t>& rgba, uint32_t width,
+                                      uint32_t height, uint32_t out_width, uint32_t out_height);
+
 }  // namespace imagegen::client
 
 #endif  // IMAGEGEN_CLIENT_CLI_H_

@@ -30,6 +30,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "client/animation.h"
 #include "client/cli.h"
 #include "client/interrupt.h"
 #include "client/progress.h"
@@ -53,7 +54,11 @@ ABSL_FLAG(std::string, size, "", "WIDTHxHEIGHT in pixels; empty: the model's def
 ABSL_FLAG(uint32_t, num_images, 0, "images to generate; 0: 1");
 ABSL_FLAG(std::string, model, "", "model name (see 'imagegen models'); empty: the default");
 ABSL_FLAG(std::string, previews, "", "directory to save preview frames in; empty: none");
-ABSL_FLAG(uint32_t, preview_every, 0, "a preview every N steps; 0: 1 when --previews is set");
+ABSL_FLAG(uint32_t, preview_every, 0,
+          "a preview every N steps; 0: 1 when --previews or --animation is set");
+ABSL_FLAG(std::string, animation, "",
+          "write the denoising sequence as an animated WebP to this file; empty: none");
+ABSL_FLAG(bool, json, false, "print one JSON object on stdout instead of progress and text");
 ABSL_FLAG(int32_t, priority, 0, "scheduling priority, -100..100; higher runs first");
 ABSL_FLAG(std::string, job_id, "", "client-chosen job id, for 'imagegen cancel'");
 ABSL_FLAG(std::string, init_image, "", "image to image: a PNG or JPEG file to start from");
@@ -111,7 +116,13 @@ Flags (zero or empty means the model's default):
   --num_images N          images to generate
   --model NAME            model to use (see 'imagegen models')
   --previews DIR          save preview frames as DIR/step-0001-image-0.png, ...
-  --preview_every N       a preview every N steps (default 1 with --previews)
+  --preview_every N       a preview every N steps (default 1 with --previews or --animation)
+  --animation FILE        write the denoising sequence of image 0 (every preview received, then
+                          the final image, held 1 s) as an animated WebP; implies a preview
+                          every step unless --preview_every is given
+  --json                  no progress line or text: print one JSON object on stdout at the end
+                          (job_id, model, sampler, steps, guidance_scale, images, previews_saved,
+                          animation, timings), or {"error": {"code", "message"}} on failure
   --priority N            scheduling priority, -100..100
   --job_id ID             choose the job id (for 'imagegen cancel')
   --init_image FILE       image to image: start from this PNG or JPEG (its size unless --size)
@@ -125,6 +136,8 @@ Examples:
   imagegen generate --prompt "a sneaker" --steps 30 --seed 42 --num_images 4 --out shoes/
   imagegen generate --prompt "a bag" --out bag.png --previews frames --preview_every 5
   imagegen generate --prompt "a dress" --init_image trousers.png --strength 0.6 --out dress.png
+  imagegen generate --prompt "a coat" --steps 20 --out coat.png --animation coat.webp
+  imagegen generate --prompt "a shirt" --out shirt.png --json | jq .images[0].path
 )";
 
 constexpr char kModelsUsage[] = R"(imagegen models: list the server's models.
@@ -243,7 +256,7 @@ absl::StatusOr<v1::GenerateRequest> BuildGenerateRequest() {
   if (!size.ok()) return size.status();
   request.set_width(size->width);
   request.set_height(size->height);
-  if (!absl::GetFlag(FLAGS_previews).empty()) {
+  if (!absl::GetFlag(FLAGS_previews).empty() || !absl::GetFlag(FLAGS_animation).empty()) {
     const uint32_t every = absl::GetFlag(FLAGS_preview_every);
     request.mutable_preview()->set_every_n_steps(every == 0 ? 1 : every);
   }
@@ -273,8 +286,16 @@ absl::StatusOr<OutputNamer> PrepareOutputs() {
     fs::create_directories(previews, error);
     if (error) return absl::PermissionDeniedError(absl::StrCat("cannot create --previews ",
                                                                previews, ": ", error.message()));
-  } else if (absl::GetFlag(FLAGS_preview_every) != 0) {
-    return absl::InvalidArgumentError("--preview_every needs --previews DIR to save them in");
+  } else if (absl::GetFlag(FLAGS_preview_every) != 0 && absl::GetFlag(FLAGS_animation).empty()) {
+    return absl::InvalidArgumentError(
+        "--preview_every needs --previews DIR or --animation FILE to use them");
+  }
+  if (const std::string animation = absl::GetFlag(FLAGS_animation); !animation.empty()) {
+    const fs::path parent = fs::path(animation).parent_path();
+    if (!parent.empty() && !fs::is_directory(parent)) {
+      return absl::NotFoundError(absl::StrCat("--animation ", animation, ": directory ",
+                                              parent.string(), " does not exist"));
+    }
   }
   return OutputNamer(out, is_directory);
 }
@@ -288,15 +309,61 @@ absl::Status SavePreviews(const v1::Progress& progress, const std::string& dir) 
   return absl::OkStatus();
 }
 
+// The --json report of a finished job.
+std::string ResultJson(const v1::GenerateResponse& result, const std::vector<std::string>& paths,
+                       int previews_saved, const std::string& animation) {
+  std::string json = absl::StrCat(
+      "{\"job_id\":", JsonString(result.job_id()), ",\"model\":", JsonString(result.model()),
+      ",\"sampler\":", JsonString(result.sampler()), ",\"steps\":", result.steps(),
+      ",\"guidance_scale\":", JsonNumber(result.guidance_scale()), ",\"images\":[");
+  for (int i = 0; i < result.images_size(); ++i) {
+    const v1::Image& image = result.images(i);
+    absl::StrAppend(&json, i == 0 ? "" : ",", "{\"path\":", JsonString(paths[i]),
+                    ",\"seed\":", image.seed(), ",\"width\":", image.width(),
+                    ",\"height\":", image.height(), "}");
+  }
+  const v1::Timings& t = result.timings();
+  absl::StrAppend(&json, "],\"previews_saved\":", previews_saved, ",\"animation\":",
+                  animation.empty() ? "null" : JsonString(animation), ",\"timings\":{",
+                  "\"queue_seconds\":", JsonNumber(t.queue_seconds()),
+                  ",\"text_encode_seconds\":", JsonNumber(t.text_encode_seconds()),
+                  ",\"denoise_seconds\":", JsonNumber(t.denoise_seconds()),
+                  ",\"decode_seconds\":", JsonNumber(t.decode_seconds()),
+                  ",\"total_seconds\":", JsonNumber(t.total_seconds()), "}}");
+  return json;
+}
+
 absl::Status SaveAndReport(const v1::GenerateResponse& result, const OutputNamer& namer,
-                           int previews_saved) {
-  absl::PrintF("job %s: model %s, sampler %s, %d steps, guidance %g\n", result.job_id(),
-               result.model(), result.sampler(), result.steps(), result.guidance_scale());
+                           int previews_saved, AnimationBuilder* animation) {
+  const bool json = absl::GetFlag(FLAGS_json);
+  const std::string animation_path = absl::GetFlag(FLAGS_animation);
+  std::vector<std::string> paths;
   for (const v1::Image& image : result.images()) {
     const std::string path = namer.PathFor(image.seed(), result.images_size(), image.format());
     absl::Status status = WriteFile(path, image.data());
     if (!status.ok()) return status;
-    absl::PrintF("%s  %dx%d  seed %d\n", path, image.width(), image.height(), image.seed());
+    paths.push_back(path);
+  }
+  if (!animation_path.empty()) {
+    for (const v1::Image& image : result.images()) {
+      if (image.index() != 0) continue;
+      absl::StatusOr<RgbaImage> frame = DecodePngToRgba(image.data());
+      if (!frame.ok()) return frame.status();
+      animation->Add(*std::move(frame));
+    }
+    absl::Status status = animation->Write(animation_path, /*frame_ms=*/100,
+                                           /*last_frame_ms=*/1000);
+    if (!status.ok()) return status;
+  }
+  if (json) {
+    absl::PrintF("%s\n", ResultJson(result, paths, previews_saved, animation_path));
+    return absl::OkStatus();
+  }
+  absl::PrintF("job %s: model %s, sampler %s, %d steps, guidance %g\n", result.job_id(),
+               result.model(), result.sampler(), result.steps(), result.guidance_scale());
+  for (int i = 0; i < result.images_size(); ++i) {
+    const v1::Image& image = result.images(i);
+    absl::PrintF("%s  %dx%d  seed %d\n", paths[i], image.width(), image.height(), image.seed());
   }
   const v1::Timings& t = result.timings();
   absl::PrintF("timings: queue %s, text %s, denoise %s, decode %s, total %s\n",
@@ -305,6 +372,9 @@ absl::Status SaveAndReport(const v1::GenerateResponse& result, const OutputNamer
                FormatSeconds(t.total_seconds()));
   if (previews_saved > 0) {
     absl::PrintF("previews: %d frames in %s\n", previews_saved, absl::GetFlag(FLAGS_previews));
+  }
+  if (!animation_path.empty()) {
+    absl::PrintF("animation: %d frames in %s\n", animation->size(), animation_path);
   }
   return absl::OkStatus();
 }
@@ -315,12 +385,17 @@ absl::Status RunGenerate() {
   absl::StatusOr<OutputNamer> namer = PrepareOutputs();
   if (!namer.ok()) return namer.status();
   const std::string previews_dir = absl::GetFlag(FLAGS_previews);
+  const bool want_animation = !absl::GetFlag(FLAGS_animation).empty();
+  const bool json = absl::GetFlag(FLAGS_json);
+  AnimationBuilder animation;
 
   auto stub = Connect();
   grpc::ClientContext context;
   ApplyTimeout(&context);
   InterruptCanceller canceller(&context);
-  ProgressLine progress(stderr, isatty(STDERR_FILENO) != 0);
+  // --json: stdout carries the report only, and stderr stays quiet.
+  std::optional<ProgressLine> progress;
+  if (!json) progress.emplace(stderr, isatty(STDERR_FILENO) != 0);
 
   std::unique_ptr<grpc::ClientReader<v1::GenerateEvent>> stream =
       stub->Generate(&context, *request);
@@ -330,14 +405,27 @@ absl::Status RunGenerate() {
   v1::GenerateEvent event;
   while (stream->Read(&event)) {
     if (event.has_accepted()) {
-      progress.Accepted(event.accepted().job_id(), event.accepted().queue_position(), absl::Now());
+      if (progress) progress->Accepted(event.accepted().job_id(), event.accepted().queue_position(), absl::Now());
     } else if (event.has_progress() && event.progress().step() == 0) {
-      progress.Queued(event.progress().queue_position(), absl::Now());
+      if (progress) progress->Queued(event.progress().queue_position(), absl::Now());
     } else if (event.has_progress()) {
-      progress.Step(event.progress().step(), event.progress().total_steps(), absl::Now());
+      if (progress) {
+        progress->Step(event.progress().step(), event.progress().total_steps(), absl::Now());
+      }
       if (!previews_dir.empty()) {
         local_error = SavePreviews(event.progress(), previews_dir);
         previews_saved += event.progress().previews_size();
+      }
+      if (want_animation && local_error.ok()) {
+        for (const v1::Image& preview : event.progress().previews()) {
+          if (preview.index() != 0) continue;
+          absl::StatusOr<RgbaImage> frame = DecodePngToRgba(preview.data());
+          if (!frame.ok()) {
+            local_error = frame.status();
+            break;
+          }
+          animation.Add(*std::move(frame));
+        }
       }
     } else if (event.has_result()) {
       result = std::move(*event.mutable_result());
@@ -349,7 +437,7 @@ absl::Status RunGenerate() {
     }
   }
   const grpc::Status status = stream->Finish();
-  progress.Finish(absl::Now());
+  if (progress) progress->Finish(absl::Now());
 
   if (!local_error.ok()) return local_error;
   if (!status.ok() && canceller.interrupted()) {
@@ -357,7 +445,7 @@ absl::Status RunGenerate() {
   }
   if (!status.ok()) return FromGrpc(status);
   if (!result) return absl::InternalError("the stream ended OK but carried no result");
-  return SaveAndReport(*result, *namer, previews_saved);
+  return SaveAndReport(*result, *namer, previews_saved, &animation);
 }
 
 absl::Status RunModels() {
@@ -426,6 +514,11 @@ int Main(int argc, char** argv) {
   const std::vector<std::string> args(positional.begin() + 2, positional.end());
 
   const absl::Status status = Dispatch(command, args);
+  if (!status.ok() && command == "generate" && absl::GetFlag(FLAGS_json)) {
+    absl::PrintF("{\"error\":{\"code\":%s,\"message\":%s}}\n",
+                 JsonString(absl::StatusCodeToString(status.code())),
+                 JsonString(status.message()));
+  }
   if (!status.ok()) {
     // "UNAVAILABLE: failed to connect ...": the code name first, so that it can be grepped.
     absl::FPrintF(stderr, "imagegen %s: %s\n", command, status.ToString());

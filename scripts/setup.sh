@@ -12,7 +12,7 @@ build_packages=(
   build-essential cmake ninja-build ccache pkg-config git
   libtorch-dev libopenblas0-openmp
   libgrpc++-dev libgrpc-dev protobuf-compiler-grpc protobuf-compiler libprotobuf-dev
-  libabsl-dev prometheus-cpp-dev libgtest-dev libgmock-dev libpng-dev libjpeg62-turbo-dev nlohmann-json3-dev
+  libabsl-dev prometheus-cpp-dev libgtest-dev libgmock-dev libpng-dev libjpeg62-turbo-dev libwebp-dev nlohmann-json3-dev
   # tests: Python peer client, the export script for the test bundle, promtool
   python3 python3-torch python3-numpy python3-pil python3-grpcio python3-protobuf python3-yaml prometheus
   # the default model's training data
@@ -20,7 +20,7 @@ build_packages=(
 )
 runtime_packages=(
   libtorch1.13 libopenblas0-openmp libgrpc++1.51 libgrpc29 libprotobuf32 libabsl20220623
-  libprometheus-cpp-core1.0 libprometheus-cpp-pull1.0 libpng16-16 libjpeg62-turbo libstdc++6
+  libprometheus-cpp-core1.0 libprometheus-cpp-pull1.0 libpng16-16 libjpeg62-turbo libwebp7 libwebpmux3 libstdc++6
 )
 
 case "${1:-build}" in
@@ -29,6 +29,11 @@ case "${1:-build}" in
   list-runtime) printf '%s\n' "${runtime_packages[@]}"; exit 0 ;;
   *) echo "usage: $0 [build|runtime|list-runtime]" >&2; exit 2 ;;
 esac
+
+# The Node example client's test needs node and npm; take Debian's only where none is installed.
+if [ "${1:-build}" = build ] && ! command -v npm >/dev/null 2>&1; then
+  wanted+=(nodejs npm)
+fi
 
 missing=()
 for p in "${wanted[@]}"; do

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdio>
 
 #include "absl/time/time.h"
@@ -137,6 +138,37 @@ TEST_F(ProgressLineTest, InteractiveSkipsRedrawsFasterThanTheEye) {
   const std::string text = Written();
   EXPECT_EQ(text.find("step 2/100"), std::string::npos) << text;
   EXPECT_NE(text.find("step 100/100"), std::string::npos) << text;
+}
+
+TEST(JsonString, QuotesAndEscapes) {
+  EXPECT_EQ(JsonString(""), "\"\"");
+  EXPECT_EQ(JsonString("a \"b\" c\\d"), "\"a \\\"b\\\" c\\\\d\"");
+  EXPECT_EQ(JsonString("x\ny\tz\r"), "\"x\\ny\\tz\\r\"");
+  EXPECT_EQ(JsonString(std::string("\x01\x1f", 2)), "\"\\u0001\\u001f\"");
+  EXPECT_EQ(JsonString("caf\xc3\xa9"), "\"caf\xc3\xa9\"");  // UTF-8 passes through
+}
+
+TEST(JsonNumber, FiniteAndNot) {
+  EXPECT_EQ(JsonNumber(7.5), "7.5");
+  EXPECT_EQ(JsonNumber(0), "0");
+  EXPECT_EQ(JsonNumber(std::nan("")), "null");
+  EXPECT_EQ(JsonNumber(HUGE_VAL), "null");
+}
+
+TEST(ScaleNearestRgba, UpscalesAndKeepsSameSize) {
+  // 2x1: red, blue -> 4x2.
+  const std::vector<uint8_t> in = {255, 0, 0, 255, 0, 0, 255, 255};
+  const std::vector<uint8_t> out = ScaleNearestRgba(in, 2, 1, 4, 2);
+  ASSERT_EQ(out.size(), 4u * 2u * 4u);
+  for (int y = 0; y < 2; ++y) {
+    for (int x = 0; x < 4; ++x) {
+      const size_t p = (y * 4 + x) * 4;
+      EXPECT_EQ(out[p], x < 2 ? 255 : 0) << x << "," << y;
+      EXPECT_EQ(out[p + 2], x < 2 ? 0 : 255) << x << "," << y;
+      EXPECT_EQ(out[p + 3], 255);
+    }
+  }
+  EXPECT_EQ(ScaleNearestRgba(in, 2, 1, 2, 1), in);
 }
 
 }  // namespace
