@@ -22,11 +22,9 @@ CLIENT=$BUILD_DIR/client/imagegen
 PYTHON=/usr/bin/python3  # Debian's: it has grpcio and protobuf (a pyenv python may not)
 NODE_DIR=$REPO_ROOT/client/examples/node
 
-fail() {
-  echo "examples_test: FAIL: $*" >&2
-  exit 1
-}
-step() { echo "examples_test: $*"; }
+E2E_NAME=examples_test
+# shellcheck source=tests/e2e/lib.sh
+source "$REPO_ROOT/tests/e2e/lib.sh"
 
 for tool in "$SERVER" "$CLIENT" "$PYTHON"; do
   [[ -x $tool ]] || fail "$tool is missing or not executable (build it first)"
@@ -36,46 +34,11 @@ for tool in node npm protoc; do
 done
 [[ -f $BUNDLE_DIR/model.json ]] || fail "no model bundle in $BUNDLE_DIR (run e2e_serve first)"
 
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/imagegen-examples.XXXXXX")
-SERVER_PID=""
-cleanup() {
-  local rc=$?
-  if [[ -n $SERVER_PID ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
-    kill -KILL "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-  fi
-  if [[ $rc -ne 0 && -f $TMP/server.log ]]; then
-    echo "examples_test: last lines of the server log:" >&2
-    tail -n 20 "$TMP/server.log" >&2
-  fi
-  if [[ ${KEEP_TMP:-0} == 1 ]]; then
-    echo "examples_test: kept $TMP" >&2
-  else
-    rm -rf "$TMP"
-  fi
-}
-trap cleanup EXIT
-
-# A free port from the kernel; another process could take it first, which shows as a server that
-# exits at once, reported below.
-PORT=$("$PYTHON" -c '
-import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+PORT=$(free_ports 1)
 ADDR=127.0.0.1:$PORT
 
 step "starting the server on $ADDR"
-"$SERVER" --listen="$ADDR" --metrics_listen= --model_dir="$BUNDLE_DIR" --request_log=false \
-  >"$TMP/server.log" 2>&1 &
-SERVER_PID=$!
-ready=0
-for _ in $(seq 120); do
-  kill -0 "$SERVER_PID" 2>/dev/null || fail "the server exited during start-up"
-  if "$CLIENT" models --server "$ADDR" --timeout 2 >/dev/null 2>&1; then
-    ready=1
-    break
-  fi
-  sleep 0.5
-done
-[[ $ready == 1 ]] || fail "the server did not answer ListModels within 60 s"
+start_server "$ADDR" --listen="$ADDR" --metrics_listen= --model_dir="$BUNDLE_DIR" --request_log=false
 
 # Checks an example's output folder: the result and at least one preview, all PNGs.
 check_outputs() {
@@ -86,8 +49,7 @@ check_outputs() {
   [[ ${#results[@]} -ge 1 ]] || fail "$name example wrote no result PNG in $dir"
   [[ ${#previews[@]} -ge 1 ]] || fail "$name example wrote no preview PNG in $dir"
   for f in "${results[@]}" "${previews[@]}"; do
-    [[ $(head -c 8 "$f" | od -An -tx1 | tr -d ' \n') == 89504e470d0a1a0a ]] ||
-      fail "$f is not a PNG"
+    is_png "$f" || fail "$f is not a PNG"
   done
   step "  $name: ${#results[@]} result(s), ${#previews[@]} preview(s)"
 }

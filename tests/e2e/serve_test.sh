@@ -21,11 +21,9 @@ SERVER=${IMAGEGEN_SERVER:-$BUILD_DIR/server/imagegen-server}
 CLIENT=$BUILD_DIR/client/imagegen
 PYTHON=/usr/bin/python3  # Debian's: it has grpcio, protobuf and PIL (a pyenv python may not)
 
-fail() {
-  echo "serve_test: FAIL: $*" >&2
-  exit 1
-}
-step() { echo "serve_test: $*"; }
+E2E_NAME=serve_test
+# shellcheck source=tests/e2e/lib.sh
+source "$REPO_ROOT/tests/e2e/lib.sh"
 
 for tool in "$SERVER" "$CLIENT" "$PYTHON"; do
   [[ -x $tool ]] || fail "$tool is missing or not executable (build it first)"
@@ -33,26 +31,6 @@ done
 for tool in curl promtool; do
   command -v "$tool" >/dev/null || fail "$tool is not installed (Debian packages: curl, prometheus)"
 done
-
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/imagegen-e2e.XXXXXX")
-SERVER_PID=""
-cleanup() {
-  local rc=$?
-  if [[ -n $SERVER_PID ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
-    kill -KILL "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-  fi
-  if [[ $rc -ne 0 && -f $TMP/server.log ]]; then
-    echo "serve_test: last lines of the server log:" >&2
-    tail -n 40 "$TMP/server.log" >&2
-  fi
-  if [[ ${KEEP_TMP:-0} == 1 ]]; then
-    echo "serve_test: kept $TMP" >&2
-  else
-    rm -rf "$TMP"
-  fi
-}
-trap cleanup EXIT
 
 # The bundle: exported once, into a temporary name first so that an interrupted export never
 # leaves a half-written bundle that the next run would take for a whole one.
@@ -66,31 +44,11 @@ if [[ ! -f $BUNDLE_DIR/model.json ]]; then
   mv "$BUNDLE_DIR.partial" "$BUNDLE_DIR"
 fi
 
-# Two free ports, asked of the kernel together so that they differ. Another process could take
-# one before the server binds it; that shows as a server that exits at once, reported below.
-read -r PORT METRICS_PORT < <("$PYTHON" -c '
-import socket
-a, b = socket.socket(), socket.socket()
-a.bind(("127.0.0.1", 0)); b.bind(("127.0.0.1", 0))
-print(a.getsockname()[1], b.getsockname()[1])')
+read -r PORT METRICS_PORT < <(free_ports 2)
 ADDR=127.0.0.1:$PORT
 
 step "starting $SERVER on $ADDR (metrics on $METRICS_PORT)"
-"$SERVER" --listen="$ADDR" --metrics_listen="127.0.0.1:$METRICS_PORT" \
-  --model_dir="$BUNDLE_DIR" >"$TMP/server.log" 2>&1 &
-SERVER_PID=$!
-
-# Ready when ListModels answers; a model load takes a few seconds.
-ready=0
-for _ in $(seq 120); do
-  kill -0 "$SERVER_PID" 2>/dev/null || fail "the server exited during start-up"
-  if "$CLIENT" models --server "$ADDR" --timeout 2 >"$TMP/models.txt" 2>/dev/null; then
-    ready=1
-    break
-  fi
-  sleep 0.5
-done
-[[ $ready == 1 ]] || fail "the server did not answer ListModels within 60 s"
+start_server "$ADDR" --listen="$ADDR" --metrics_listen="127.0.0.1:$METRICS_PORT" --model_dir="$BUNDLE_DIR"
 step "server ready; models:"
 cat "$TMP/models.txt"
 
@@ -100,8 +58,7 @@ step "C++ client: generate with previews"
   fail "imagegen generate exited with $? (see above)"
 cat "$TMP/generate.txt"
 [[ -s $TMP/out.png ]] || fail "imagegen generate wrote no $TMP/out.png"
-[[ $(head -c 8 "$TMP/out.png" | od -An -tx1 | tr -d ' \n') == 89504e470d0a1a0a ]] ||
-  fail "$TMP/out.png is not a PNG"
+is_png "$TMP/out.png" || fail "$TMP/out.png is not a PNG"
 grep -q "seed 7" "$TMP/generate.txt" || fail "the client did not report seed 7"
 shopt -s nullglob
 previews=("$TMP"/prev/step-*-image-0.png)
