@@ -4,6 +4,8 @@
 #include <cmath>
 #include <filesystem>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -106,6 +108,23 @@ std::string FormatModelsTable(const imagegen::v1::ListModelsResponse& response) 
 }
 
 int ExitCode(const absl::Status& status) { return static_cast<int>(status.code()); }
+
+absl::StatusOr<std::string> ParseBearerToken(absl::string_view contents, absl::string_view source) {
+  for (absl::string_view line : absl::StrSplit(contents, '\n')) {
+    line = absl::StripAsciiWhitespace(line);
+    if (line.empty() || absl::StartsWith(line, "#")) continue;
+    for (const char c : line) {
+      if (c <= 0x20 || c >= 0x7f) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(source, ": the token holds a character a header cannot carry; allowed: "
+                                 "printable ASCII without spaces"));
+      }
+    }
+    return std::string(line);
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      source, " holds no token; allowed: the token on a line of its own ('#' lines are skipped)"));
+}
 
 std::string JsonString(absl::string_view text) {
   std::string out = "\"";

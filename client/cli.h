@@ -62,6 +62,13 @@ std::string FormatModelsTable(const imagegen::v1::ListModelsResponse& response);
 // numbering), so that scripts can tell UNAVAILABLE (14) from INVALID_ARGUMENT (3).
 int ExitCode(const absl::Status& status);
 
+// The bearer token in `contents`, the text of --token_file (or the value of IMAGEGEN_TOKEN): the
+// first line that is neither blank nor starts with '#', trimmed, which is the server's
+// --auth_tokens_file format, so a line of that file works as is. INVALID_ARGUMENT naming `source`
+// (never the token) when there is none, or when it holds a character other than printable ASCII
+// without spaces (what an HTTP/2 header carries unchanged).
+absl::StatusOr<std::string> ParseBearerToken(absl::string_view contents, absl::string_view source);
+
 // `text` as a JSON string literal, quotes included: '"', '\\' and control characters escaped
 // (\n, \t, ... or \u00XX); other bytes, UTF-8 included, pass through unchanged.
 std::string JsonString(absl::string_view text);

@@ -5,13 +5,14 @@
 //   imagegen cancel JOB_ID
 //
 // The exit status is the gRPC status code of the call (0 OK, 1 CANCELLED, 3 INVALID_ARGUMENT,
-// 14 UNAVAILABLE, ...), so that scripts can act on it; local failures (a bad flag, an unwritable
-// --out) map to the nearest code the same way.
+// 14 UNAVAILABLE, 16 UNAUTHENTICATED, ...), so that scripts can act on it; local failures (a bad
+// flag, an unwritable --out) map to the nearest code the same way.
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -41,6 +42,13 @@
 // uses and the usage text says which belong where.
 ABSL_FLAG(std::string, server, "localhost:50051", "host:port of the imagegen server");
 ABSL_FLAG(double, timeout, 0, "deadline of the call in seconds; 0: none");
+ABSL_FLAG(std::string, tls_ca, "",
+          "PEM CA certificate(s) that signed the server's certificate; set: TLS");
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM client certificate for mutual TLS (with --tls_key and --tls_ca)");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
+ABSL_FLAG(std::string, token_file, "",
+          "file with the bearer token to send; empty: the environment variable IMAGEGEN_TOKEN");
 
 ABSL_FLAG(std::string, prompt, "", "what to draw");
 ABSL_FLAG(std::string, negative_prompt, "", "what to steer away from");
@@ -84,9 +92,15 @@ Usage:
 Common flags:
   --server HOST:PORT   the server (default localhost:50051)
   --timeout SECONDS    deadline of the call; 0 (default): none
+  --tls_ca FILE        TLS: trust the server's certificate if this PEM CA signed it
+  --tls_cert FILE      mutual TLS: the client's PEM certificate (with --tls_key, --tls_ca)
+  --tls_key FILE       mutual TLS: its PEM private key
+  --token_file FILE    send the bearer token in FILE (its first line that is not blank or a
+                       '#' comment); unset: the environment variable IMAGEGEN_TOKEN, if set
 
 The exit status is the gRPC status code of the call: 0 OK, 1 CANCELLED (also Ctrl-C),
-3 INVALID_ARGUMENT, 4 DEADLINE_EXCEEDED, 5 NOT_FOUND, 8 RESOURCE_EXHAUSTED, 14 UNAVAILABLE.
+3 INVALID_ARGUMENT, 4 DEADLINE_EXCEEDED, 5 NOT_FOUND, 8 RESOURCE_EXHAUSTED, 14 UNAVAILABLE,
+16 UNAUTHENTICATED (no token, or a wrong one).
 
 Examples:
   imagegen generate --prompt "a pair of trousers" --out trousers.png
@@ -130,6 +144,7 @@ Flags (zero or empty means the model's default):
                           little of the init image, 0.3 keeps most of it
   --server HOST:PORT      the server (default localhost:50051)
   --timeout SECONDS       deadline of the call; 0 (default): none
+  --tls_ca, --tls_cert, --tls_key, --token_file   TLS and the bearer token (see 'imagegen help')
 
 Examples:
   imagegen generate --prompt "a pair of trousers" --out trousers.png
@@ -143,7 +158,7 @@ Examples:
 constexpr char kModelsUsage[] = R"(imagegen models: list the server's models.
 
 Usage:
-  imagegen models [--server HOST:PORT] [--timeout SECONDS]
+  imagegen models [--server HOST:PORT] [--timeout SECONDS] [TLS and token flags]
 
 Prints one row per model: its default size, sampler, steps and guidance scale, and the samplers
 it accepts. '*' marks the model that an empty --model resolves to.
@@ -155,7 +170,7 @@ Example:
 constexpr char kCancelUsage[] = R"(imagegen cancel: cancel a queued or running job.
 
 Usage:
-  imagegen cancel JOB_ID [--server HOST:PORT] [--timeout SECONDS]
+  imagegen cancel JOB_ID [--server HOST:PORT] [--timeout SECONDS] [TLS and token flags]
 
 JOB_ID is the id that 'imagegen generate' printed (or chose with --job_id). The job's own call
 ends with CANCELLED. Exits 5 (NOT_FOUND) when no such job is queued or running.
@@ -211,19 +226,90 @@ absl::Status FromGrpc(const grpc::Status& status) {
   return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
 }
 
-std::unique_ptr<v1::ImageGenerator::Stub> Connect() {
+absl::StatusOr<std::string> ReadFlagFile(absl::string_view flag, const std::string& path) {
+  std::ifstream file(path, std::ios::binary);
+  std::string contents(std::istreambuf_iterator<char>(file), {});
+  if (!file) return absl::NotFoundError(absl::StrCat(flag, " ", path, ": cannot read"));
+  return contents;
+}
+
+// --tls_ca turns TLS on; --tls_cert and --tls_key add the client certificate (mutual TLS).
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentials() {
+  const std::string ca = absl::GetFlag(FLAGS_tls_ca);
+  const std::string cert = absl::GetFlag(FLAGS_tls_cert);
+  const std::string key = absl::GetFlag(FLAGS_tls_key);
+  if (cert.empty() != key.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(cert.empty() ? "--tls_key is set but --tls_cert is empty"
+                                  : "--tls_cert is set but --tls_key is empty",
+                     "; mutual TLS needs both: the client's PEM certificate and its private key"));
+  }
+  if (ca.empty()) {
+    if (!cert.empty()) {
+      return absl::InvalidArgumentError(
+          "--tls_cert needs --tls_ca too: the PEM CA that signed the server's certificate "
+          "(mutual TLS is TLS first)");
+    }
+    return grpc::InsecureChannelCredentials();
+  }
+  grpc::SslCredentialsOptions ssl;
+  absl::StatusOr<std::string> pem = ReadFlagFile("--tls_ca", ca);
+  if (!pem.ok()) return pem.status();
+  ssl.pem_root_certs = *std::move(pem);
+  if (!cert.empty()) {
+    pem = ReadFlagFile("--tls_cert", cert);
+    if (!pem.ok()) return pem.status();
+    ssl.pem_cert_chain = *std::move(pem);
+    pem = ReadFlagFile("--tls_key", key);
+    if (!pem.ok()) return pem.status();
+    ssl.pem_private_key = *std::move(pem);
+  }
+  return grpc::SslCredentials(ssl);
+}
+
+// --token_file, else IMAGEGEN_TOKEN (an empty variable counts as unset), else none ("").
+absl::StatusOr<std::string> BearerToken() {
+  if (const std::string path = absl::GetFlag(FLAGS_token_file); !path.empty()) {
+    absl::StatusOr<std::string> contents = ReadFlagFile("--token_file", path);
+    if (!contents.ok()) return contents.status();
+    return ParseBearerToken(*contents, absl::StrCat("--token_file ", path));
+  }
+  const char* env = std::getenv("IMAGEGEN_TOKEN");
+  if (env == nullptr || *env == '\0') return std::string();
+  return ParseBearerToken(env, "IMAGEGEN_TOKEN");
+}
+
+// A stub for --server, and what each of its calls carries.
+struct Connection {
+  std::unique_ptr<v1::ImageGenerator::Stub> stub;
+  std::string token;  // empty: no authorization metadata
+
+  // Sets the call's deadline (--timeout) and bearer token.
+  void Prepare(grpc::ClientContext* context) const {
+    // Plain metadata rather than call credentials: gRPC sends those only over TLS, and a server
+    // behind a mesh that encrypts for it may take tokens on a plaintext port.
+    if (!token.empty()) context->AddMetadata("authorization", absl::StrCat("Bearer ", token));
+    const double seconds = absl::GetFlag(FLAGS_timeout);
+    if (seconds <= 0) return;
+    context->set_deadline(std::chrono::system_clock::now() +
+                          std::chrono::microseconds(static_cast<int64_t>(seconds * 1e6)));
+  }
+};
+
+// Reads the TLS files and the token before any call, so that a bad flag fails at once.
+absl::StatusOr<Connection> Connect() {
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials = ChannelCredentials();
+  if (!credentials.ok()) return credentials.status();
+  absl::StatusOr<std::string> token = BearerToken();
+  if (!token.ok()) return token.status();
   grpc::ChannelArguments args;
   // A result holds up to --max_images full-size images; gRPC's 4 MiB default is too small.
   args.SetMaxReceiveMessageSize(256 << 20);
-  return v1::ImageGenerator::NewStub(grpc::CreateCustomChannel(
-      absl::GetFlag(FLAGS_server), grpc::InsecureChannelCredentials(), args));
-}
-
-void ApplyTimeout(grpc::ClientContext* context) {
-  const double seconds = absl::GetFlag(FLAGS_timeout);
-  if (seconds <= 0) return;
-  context->set_deadline(std::chrono::system_clock::now() +
-                        std::chrono::microseconds(static_cast<int64_t>(seconds * 1e6)));
+  Connection connection;
+  connection.stub = v1::ImageGenerator::NewStub(
+      grpc::CreateCustomChannel(absl::GetFlag(FLAGS_server), *credentials, args));
+  connection.token = *std::move(token);
+  return connection;
 }
 
 absl::Status WriteFile(const std::string& path, const std::string& bytes) {
@@ -389,16 +475,17 @@ absl::Status RunGenerate() {
   const bool json = absl::GetFlag(FLAGS_json);
   AnimationBuilder animation;
 
-  auto stub = Connect();
+  absl::StatusOr<Connection> connection = Connect();
+  if (!connection.ok()) return connection.status();
   grpc::ClientContext context;
-  ApplyTimeout(&context);
+  connection->Prepare(&context);
   InterruptCanceller canceller(&context);
   // --json: stdout carries the report only, and stderr stays quiet.
   std::optional<ProgressLine> progress;
   if (!json) progress.emplace(stderr, isatty(STDERR_FILENO) != 0);
 
   std::unique_ptr<grpc::ClientReader<v1::GenerateEvent>> stream =
-      stub->Generate(&context, *request);
+      connection->stub->Generate(&context, *request);
   std::optional<v1::GenerateResponse> result;
   int previews_saved = 0;
   absl::Status local_error;
@@ -449,11 +536,13 @@ absl::Status RunGenerate() {
 }
 
 absl::Status RunModels() {
-  auto stub = Connect();
+  absl::StatusOr<Connection> connection = Connect();
+  if (!connection.ok()) return connection.status();
   grpc::ClientContext context;
-  ApplyTimeout(&context);
+  connection->Prepare(&context);
   v1::ListModelsResponse response;
-  const grpc::Status status = stub->ListModels(&context, v1::ListModelsRequest(), &response);
+  const grpc::Status status =
+      connection->stub->ListModels(&context, v1::ListModelsRequest(), &response);
   if (!status.ok()) return FromGrpc(status);
   absl::PrintF("%s", FormatModelsTable(response));
   return absl::OkStatus();
@@ -468,13 +557,14 @@ absl::Status RunCancel(const std::vector<std::string>& args) {
   if (args.size() == 1) job_id = args[0];
   if (job_id.empty()) return absl::InvalidArgumentError("usage: imagegen cancel JOB_ID");
 
-  auto stub = Connect();
+  absl::StatusOr<Connection> connection = Connect();
+  if (!connection.ok()) return connection.status();
   grpc::ClientContext context;
-  ApplyTimeout(&context);
+  connection->Prepare(&context);
   v1::CancelJobRequest request;
   request.set_job_id(job_id);
   v1::CancelJobResponse response;
-  const grpc::Status status = stub->CancelJob(&context, request, &response);
+  const grpc::Status status = connection->stub->CancelJob(&context, request, &response);
   if (!status.ok()) return FromGrpc(status);
   if (response.cancelled()) {
     absl::PrintF("job %s cancelled\n", job_id);

@@ -13,8 +13,10 @@ build_packages=(
   libtorch-dev libopenblas0-openmp
   libgrpc++-dev libgrpc-dev protobuf-compiler-grpc protobuf-compiler libprotobuf-dev
   libabsl-dev prometheus-cpp-dev libgtest-dev libgmock-dev libpng-dev libjpeg62-turbo-dev libwebp-dev nlohmann-json3-dev
-  # tests: Python peer client, the export script for the test bundle, promtool
+  # tests: Python peer client, the export script for the test bundle, promtool, openssl (the TLS
+  # tests make their certificates)
   python3 python3-torch python3-numpy python3-pil python3-grpcio python3-protobuf python3-yaml prometheus
+  openssl
   # the default model's training data
   dataset-fashion-mnist
 )

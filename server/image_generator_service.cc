@@ -263,7 +263,7 @@ class GenerateImagesReactor : public grpc::ServerUnaryReactor,
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
 };
 
-// A Generate call refused before any event (the models are still loading).
+// A Generate call refused before any event (no valid token, or the models are still loading).
 class RefusedStream : public grpc::ServerWriteReactor<v1::GenerateEvent> {
  public:
   explicit RefusedStream(const grpc::Status& status) { Finish(status); }
@@ -277,8 +277,24 @@ const grpc::Status& Loading() {
 
 }  // namespace
 
+grpc::Status ImageGeneratorService::Authenticate(const grpc::CallbackServerContext& context,
+                                                 const char* method) const {
+  if (tokens_ == nullptr) return grpc::Status::OK;
+  const absl::Status status = tokens_->Check(context.client_metadata());
+  if (status.ok()) return grpc::Status::OK;
+  metrics_->OnUnauthenticated();
+  // The method and the peer help an operator find a misconfigured client; the message never
+  // holds the presented token.
+  if (log_) {
+    log_->LogEvent("request", {{"method", method}, {"outcome", "refused"}, {"code", "UNAUTHENTICATED"},
+                               {"message", std::string(status.message())}, {"peer", context.peer()}});
+  }
+  return ToGrpcStatus(status);
+}
+
 grpc::ServerWriteReactor<v1::GenerateEvent>* ImageGeneratorService::Generate(
     grpc::CallbackServerContext* context, const v1::GenerateRequest* request) {
+  if (grpc::Status denied = Authenticate(*context, "Generate"); !denied.ok()) return new RefusedStream(denied);
   Engine* engine = engine_.load(std::memory_order_acquire);
   if (engine == nullptr) return new RefusedStream(Loading());
   auto reactor = std::make_shared<GenerateReactor>(engine, metrics_, log_);
@@ -289,6 +305,11 @@ grpc::ServerWriteReactor<v1::GenerateEvent>* ImageGeneratorService::Generate(
 grpc::ServerUnaryReactor* ImageGeneratorService::GenerateImages(grpc::CallbackServerContext* context,
                                                                 const v1::GenerateRequest* request,
                                                                 v1::GenerateResponse* response) {
+  if (grpc::Status denied = Authenticate(*context, "GenerateImages"); !denied.ok()) {
+    grpc::ServerUnaryReactor* refused = context->DefaultReactor();
+    refused->Finish(denied);
+    return refused;
+  }
   Engine* engine = engine_.load(std::memory_order_acquire);
   if (engine == nullptr) {
     grpc::ServerUnaryReactor* refused = context->DefaultReactor();
@@ -305,7 +326,9 @@ grpc::ServerUnaryReactor* ImageGeneratorService::CancelJob(grpc::CallbackServerC
                                                            v1::CancelJobResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   Engine* engine = engine_.load(std::memory_order_acquire);
-  if (engine == nullptr) {
+  if (grpc::Status denied = Authenticate(*context, "CancelJob"); !denied.ok()) {
+    reactor->Finish(denied);
+  } else if (engine == nullptr) {
     reactor->Finish(Loading());
   } else if (request->job_id().empty()) {
     reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "job_id is empty; name the job to cancel"));
@@ -322,6 +345,11 @@ grpc::ServerUnaryReactor* ImageGeneratorService::CancelJob(grpc::CallbackServerC
 grpc::ServerUnaryReactor* ImageGeneratorService::ListModels(grpc::CallbackServerContext* context,
                                                             const v1::ListModelsRequest*,
                                                             v1::ListModelsResponse* response) {
+  if (grpc::Status denied = Authenticate(*context, "ListModels"); !denied.ok()) {
+    grpc::ServerUnaryReactor* refused = context->DefaultReactor();
+    refused->Finish(denied);
+    return refused;
+  }
   Engine* engine = engine_.load(std::memory_order_acquire);
   if (engine == nullptr) {
     grpc::ServerUnaryReactor* refused = context->DefaultReactor();

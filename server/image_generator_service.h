@@ -4,6 +4,11 @@
 // events without ever waiting: the reactor keeps at most one pending progress event (a newer one
 // replaces it, and replaced previews are counted) and writes one message at a time, starting the
 // next from OnWriteDone. Reactions never block.
+//
+// With bearer tokens, each method checks the call's token first, before anything else (the
+// models-loading answer included). Only this service: the health service stays open for
+// Kubernetes' native gRPC probes, which cannot send a token, and reflection, since the schema is
+// public.
 #ifndef IMAGEGEN_SERVER_IMAGE_GENERATOR_SERVICE_H_
 #define IMAGEGEN_SERVER_IMAGE_GENERATOR_SERVICE_H_
 
@@ -12,6 +17,7 @@
 
 #include "core/engine/engine.h"
 #include "imagegen/v1/imagegen.grpc.pb.h"
+#include "server/auth.h"
 #include "server/metrics.h"
 #include "server/request_log.h"
 
@@ -20,8 +26,11 @@ namespace imagegen {
 // Thread-safe. `engine` and `metrics` must outlive the service and every call it started.
 class ImageGeneratorService final : public v1::ImageGenerator::CallbackService {
  public:
-  // `log` may be null. Until Ready, every call is answered UNAVAILABLE (models loading).
-  ImageGeneratorService(Metrics* metrics, RequestLog* log) : metrics_(metrics), log_(log) {}
+  // `log` may be null. `tokens` may be null (every call allowed); otherwise it must outlive the
+  // service, and calls without one of its tokens are answered UNAUTHENTICATED. Until Ready, every
+  // allowed call is answered UNAVAILABLE (models loading).
+  ImageGeneratorService(Metrics* metrics, RequestLog* log, const BearerTokenChecker* tokens = nullptr)
+      : metrics_(metrics), log_(log), tokens_(tokens) {}
 
   // Starts serving with `engine`, whose models are loaded. Call once.
   void Ready(Engine* engine, std::string default_model) {
@@ -44,9 +53,13 @@ class ImageGeneratorService final : public v1::ImageGenerator::CallbackService {
   const std::string& default_model() const { return default_model_; }
 
  private:
+  // OK when the call may go on; otherwise UNAUTHENTICATED, logged as refused (never the token).
+  grpc::Status Authenticate(const grpc::CallbackServerContext& context, const char* method) const;
+
   std::atomic<Engine*> engine_{nullptr};
   Metrics* metrics_;
   RequestLog* log_;
+  const BearerTokenChecker* const tokens_;
   std::string default_model_;  // written by Ready before engine_ is published
 };
 

@@ -49,6 +49,22 @@ ABSL_FLAG(int, max_steps, 200, "Largest steps a request may ask for.");
 ABSL_FLAG(int, max_images, 8, "Largest num_images a request may ask for.");
 ABSL_FLAG(int, max_prompt_chars, 1000, "Longest prompt (and negative prompt), in bytes of UTF-8.");
 ABSL_FLAG(int, max_image_side, 1024, "Largest width or height, in pixels.");
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM certificate chain of the gRPC port; with --tls_key turns TLS on. Empty: plaintext. Read at "
+          "start-up: a new certificate takes a restart.");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert.");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "PEM CA certificate(s): mutual TLS, every client must present a certificate they signed. Needs "
+          "--tls_cert and --tls_key.");
+ABSL_FLAG(std::string, auth_tokens_file, "",
+          "File of bearer tokens, one per line ('#' comments and blank lines skipped): API calls must send "
+          "the metadata \"authorization: Bearer TOKEN\" with one of them, else UNAUTHENTICATED. Health and "
+          "reflection stay open. Empty: no tokens needed.");
+ABSL_FLAG(int64_t, max_pixels, int64_t{8} * 512 * 512,
+          "Most pixels one request may make in all (width x height x num_images).");
+ABSL_FLAG(int, max_init_image_bytes, 4 << 20, "Largest encoded init_image (PNG or JPEG), in bytes.");
+ABSL_FLAG(int, max_message_bytes, 8 << 20,
+          "Largest request message the gRPC port accepts, in bytes; larger ones get RESOURCE_EXHAUSTED.");
 
 namespace {
 
@@ -70,6 +86,10 @@ int main(int argc, char** argv) {
   options.model_dir = absl::GetFlag(FLAGS_model_dir);
   options.default_model = absl::GetFlag(FLAGS_default_model);
   options.request_log = absl::GetFlag(FLAGS_request_log);
+  options.tls_cert = absl::GetFlag(FLAGS_tls_cert);
+  options.tls_key = absl::GetFlag(FLAGS_tls_key);
+  options.tls_client_ca = absl::GetFlag(FLAGS_tls_client_ca);
+  options.auth_tokens_file = absl::GetFlag(FLAGS_auth_tokens_file);
   options.engine.max_queue = absl::GetFlag(FLAGS_max_queue);
   options.engine.devices = absl::GetFlag(FLAGS_devices);
   options.engine.max_batch_rows = absl::GetFlag(FLAGS_max_batch_rows);
@@ -86,6 +106,9 @@ int main(int argc, char** argv) {
   options.engine.limits.max_images = absl::GetFlag(FLAGS_max_images);
   options.engine.limits.max_prompt_chars = absl::GetFlag(FLAGS_max_prompt_chars);
   options.engine.limits.max_image_side = absl::GetFlag(FLAGS_max_image_side);
+  options.engine.limits.max_pixels = absl::GetFlag(FLAGS_max_pixels);
+  options.engine.limits.max_init_image_bytes = absl::GetFlag(FLAGS_max_init_image_bytes);
+  options.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
 
   // Installed before the models load, so that a SIGTERM then still ends in an orderly exit.
   signal(SIGINT, OnSignal);
@@ -97,9 +120,18 @@ int main(int argc, char** argv) {
   }
   std::vector<std::string> models;
   for (const imagegen::ModelConfig* m : (*server)->engine().models()) models.push_back(m->name);
+  const char* transport = options.tls_cert.empty() ? "plaintext" : options.tls_client_ca.empty() ? "TLS" : "mutual TLS";
+  const std::string access = absl::StrCat(
+      "access: ", transport, options.auth_tokens_file.empty() ? ", no token needed" : ", bearer tokens required");
+  if (options.tls_cert.empty() && !options.auth_tokens_file.empty()) {
+    std::cerr << "imagegen-server: warning: bearer tokens over plaintext can be read on the network; "
+                 "set --tls_cert and --tls_key unless a proxy or mesh encrypts the traffic"
+              << std::endl;
+  }
   std::cerr << "imagegen-server: serving gRPC on port " << (*server)->port() << " (" << options.listen
             << "), metrics on " << (options.metrics_listen.empty() ? std::string("none")
                                                                    : absl::StrCat("port ", (*server)->metrics_port(), "/metrics"))
+            << "; " << access
             << "; devices " << absl::StrJoin(options.engine.devices, ",") << " (" << batching
             << "-level batching, " << options.engine.max_batch_rows << " rows); models: " << absl::StrJoin(models, ", ")
             << " (default " << (*server)->default_model() << ")" << std::endl;

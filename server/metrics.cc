@@ -80,6 +80,10 @@ void Metrics::OnInvalidRequest(const std::string& model) {
   requests_.Add({{"model", model}, {"outcome", "invalid"}}).Increment();
 }
 
+void Metrics::OnUnauthenticated() {
+  requests_.Add({{"model", "unknown"}, {"outcome", "unauthenticated"}}).Increment();
+}
+
 void Metrics::OnPreviewsSent(const std::string& model, int images) {
   previews_sent_.Add({{"model", model}}).Increment(images);
 }

@@ -27,6 +27,8 @@ class Metrics : public EngineObserver {
 
   // Server-side events.
   void OnInvalidRequest(const std::string& model);
+  // A call without a valid bearer token; its model label is "unknown", whatever it asked for.
+  void OnUnauthenticated();
   void OnPreviewsSent(const std::string& model, int images);
   void OnPreviewsReplaced(const std::string& model, int images);
 

@@ -43,7 +43,12 @@ absl::StatusOr<JobRequest> ToJobRequest(const v1::GenerateRequest& in, const Eng
                                                    "; supported: IMAGE_FORMAT_PNG"));
   }
   if (!in.init_image().empty()) {
-    auto decoded = DecodeImage(in.init_image());
+    const RequestLimits& limits = engine.limits();
+    if (in.init_image().size() > static_cast<size_t>(limits.max_init_image_bytes)) {
+      return absl::InvalidArgumentError(absl::StrCat("init_image is ", in.init_image().size(),
+                                                     " bytes; allowed: at most ", limits.max_init_image_bytes));
+    }
+    auto decoded = DecodeImage(in.init_image(), limits.max_image_side);
     if (!decoded.ok()) {
       return absl::InvalidArgumentError(absl::StrCat("init_image (", in.init_image().size(), " bytes) is ",
                                                      decoded.status().message(), "; allowed: a PNG or JPEG"));

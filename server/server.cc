@@ -5,14 +5,71 @@
 #include <grpcpp/security/server_credentials.h>
 #include <grpcpp/server_builder.h>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "core/model/model_bundle.h"
 #include "server/thread_stacks.h"
 
 namespace imagegen {
+namespace {
+
+// The PEM file a TLS flag names, with a block of `kind` ("CERTIFICATE", "PRIVATE KEY") in it.
+// gRPC itself would only fail later, at the port, without naming the file.
+absl::StatusOr<std::string> ReadPem(absl::string_view flag, const std::string& path, absl::string_view kind) {
+  absl::StatusOr<std::string> pem = ReadFlagFile(flag, path);
+  if (!pem.ok()) return pem.status();
+  if (!absl::StrContains(*pem, "-----BEGIN") || !absl::StrContains(*pem, absl::StrCat(kind, "-----"))) {
+    return absl::InvalidArgumentError(absl::StrCat(flag, " ", path, ": no PEM ", kind,
+                                                   " in the file; allowed: a PEM file (-----BEGIN ", kind, "-----)"));
+  }
+  return pem;
+}
+
+// Insecure by default; TLS with --tls_cert and --tls_key; mutual TLS with --tls_client_ca too.
+// Certificates are read once: a rotated certificate takes a restart.
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentials(const ServerOptions& options) {
+  const bool tls = !options.tls_cert.empty() || !options.tls_key.empty();
+  if (!tls) {
+    if (!options.tls_client_ca.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("--tls_client_ca is ", options.tls_client_ca,
+                                                     " but TLS is off; mutual TLS needs --tls_cert and --tls_key too"));
+    }
+    return grpc::InsecureServerCredentials();
+  }
+  if (options.tls_cert.empty() || options.tls_key.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        options.tls_cert.empty() ? "--tls_key is set but --tls_cert is empty"
+                                 : "--tls_cert is set but --tls_key is empty",
+        "; TLS needs both: the PEM certificate chain and its private key"));
+  }
+  auto cert = ReadPem("--tls_cert", options.tls_cert, "CERTIFICATE");
+  if (!cert.ok()) return cert.status();
+  auto key = ReadPem("--tls_key", options.tls_key, "PRIVATE KEY");
+  if (!key.ok()) return key.status();
+  const bool mutual = !options.tls_client_ca.empty();
+  grpc::SslServerCredentialsOptions ssl(mutual ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
+                                               : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+  if (mutual) {
+    auto ca = ReadPem("--tls_client_ca", options.tls_client_ca, "CERTIFICATE");
+    if (!ca.ok()) return ca.status();
+    ssl.pem_root_certs = *std::move(ca);
+  }
+  ssl.pem_key_cert_pairs.push_back({*std::move(key), *std::move(cert)});
+  return grpc::SslServerCredentials(ssl);
+}
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<ImageGenServer>> ImageGenServer::Start(const ServerOptions& options) {
   std::unique_ptr<ImageGenServer> s(new ImageGenServer());
+  // Access control first: a bad flag fails before any port opens or any model loads.
+  auto credentials = ServerCredentials(options);
+  if (!credentials.ok()) return credentials.status();
+  if (!options.auth_tokens_file.empty()) {
+    auto tokens = BearerTokenChecker::FromFile(options.auth_tokens_file);
+    if (!tokens.ok()) return tokens.status();
+    s->tokens_ = *std::move(tokens);
+  }
   s->metrics_ = std::make_unique<Metrics>();
   std::vector<EngineObserver*> observers = {s->metrics_.get()};
   if (options.request_log) {
@@ -36,15 +93,19 @@ absl::StatusOr<std::unique_ptr<ImageGenServer>> ImageGenServer::Start(const Serv
 
   // The gRPC port opens first, answering NOT_SERVING on health (and UNAVAILABLE on the API)
   // while the models load, so that an orchestrator sees a live but not yet ready server.
-  s->service_ = std::make_unique<ImageGeneratorService>(s->metrics_.get(), s->request_log_.get());
+  s->service_ = std::make_unique<ImageGeneratorService>(s->metrics_.get(), s->request_log_.get(), s->tokens_.get());
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &s->port_);
+  builder.AddListeningPort(options.listen, *credentials, &s->port_);
   builder.RegisterService(s->service_.get());
+  builder.SetMaxReceiveMessageSize(options.max_message_bytes);
   s->server_ = builder.BuildAndStart();
   if (s->server_ == nullptr || s->port_ == 0) {
-    return absl::UnavailableError(absl::StrCat("--listen ", options.listen, ": cannot listen"));
+    // With TLS, gRPC also fails here when the key does not belong to the certificate.
+    return absl::UnavailableError(
+        absl::StrCat("--listen ", options.listen, ": cannot listen",
+                     options.tls_cert.empty() ? "" : " (or --tls_key does not match --tls_cert)"));
   }
   s->server_->GetHealthCheckService()->SetServingStatus(false);
 

@@ -11,6 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "core/engine/engine.h"
+#include "server/auth.h"
 #include "server/image_generator_service.h"
 #include "server/metrics.h"
 #include "server/request_log.h"
@@ -20,9 +21,16 @@ namespace imagegen {
 struct ServerOptions {
   std::string listen = "0.0.0.0:50051";         // gRPC address; port 0 picks a free port
   std::string metrics_listen = "0.0.0.0:9090";  // Prometheus /metrics; empty: no endpoint
+  // Access control of the gRPC port (server/auth.h). Paths; empty: off. TLS needs both cert and
+  // key; tls_client_ca (mutual TLS) needs TLS. Health and reflection stay open to all.
+  std::string tls_cert;                         // PEM certificate chain of the server
+  std::string tls_key;                          // PEM private key of tls_cert
+  std::string tls_client_ca;                    // PEM CA(s) that must sign a client's certificate
+  std::string auth_tokens_file;                 // bearer tokens, one per line
   std::string model_dir;                        // one bundle, or a folder of bundles
   std::string default_model;                    // empty: the first bundle by folder name
   bool request_log = true;                      // one JSON line per request on stderr
+  int max_message_bytes = 8 << 20;              // largest request message the gRPC port takes
   Engine::Options engine;
 };
 
@@ -55,6 +63,7 @@ class ImageGenServer {
   std::unique_ptr<RequestLog> request_log_;     // null without ServerOptions::request_log
   std::unique_ptr<ObserverFanout> observers_;   // metrics and the request log
   std::unique_ptr<Engine> engine_;
+  std::unique_ptr<BearerTokenChecker> tokens_;  // null without ServerOptions::auth_tokens_file
   std::unique_ptr<ImageGeneratorService> service_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<prometheus::Exposer> exposer_;

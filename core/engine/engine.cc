@@ -130,7 +130,13 @@ absl::Status Engine::Submit(JobRequest request, std::shared_ptr<JobListener> lis
 bool Engine::Cancel(const std::string& job_id) {
   if (std::shared_ptr<Job> queued = queue_.Remove(job_id)) {
     if (observer_) observer_->OnQueueDepth(queue_.size());
-    Finish(*queued, absl::CancelledError(absl::StrCat("job ", job_id, " was cancelled")), nullptr);
+    // gRPC cancels a call whose deadline passed: end it as what it is (StepScheduler::StopStatus
+    // does the same for a running job).
+    Finish(*queued,
+           clock_->Now() >= queued->request.deadline
+               ? absl::DeadlineExceededError(absl::StrCat("job ", job_id, " passed its deadline while queued"))
+               : absl::CancelledError(absl::StrCat("job ", job_id, " was cancelled")),
+           nullptr);
     return true;
   }
   absl::MutexLock lock(&mu_);
@@ -202,14 +208,6 @@ void Engine::OnJobStarted(Job& job) {
 }
 
 void Engine::Finish(Job& job, absl::Status status, JobResult* result) {
-  {
-    // Free the id before the listener hears the end: a client told its job is over may reuse
-    // the id (or find CancelJob answering NOT_FOUND) at once. Compare pointers so that a newer
-    // job with the same id stays.
-    absl::MutexLock lock(&mu_);
-    auto it = jobs_.find(job.request.job_id);
-    if (it != jobs_.end() && it->second.get() == &job) jobs_.erase(it);
-  }
   if (job.started.load()) {
     const int active = --active_jobs_;
     if (observer_) observer_->OnActiveJobs(active);
@@ -221,6 +219,15 @@ void Engine::Finish(Job& job, absl::Status status, JobResult* result) {
     const absl::Duration queue = job.started.load() ? job.started_at - job.accepted_at : total;
     observer_->OnJobSummary({job.request.job_id, job.request.model, OutcomeOf(status),
                              std::string(status.message()), queue, total - queue, images});
+  }
+  {
+    // Free the id before the listener hears the end: a client told its job is over may reuse
+    // the id (or find CancelJob answering NOT_FOUND) at once. After the observer, so that
+    // whoever WaitUntilIdle lets go finds the metrics and the request log complete. Compare
+    // pointers so that a newer job with the same id stays.
+    absl::MutexLock lock(&mu_);
+    auto it = jobs_.find(job.request.job_id);
+    if (it != jobs_.end() && it->second.get() == &job) jobs_.erase(it);
   }
   if (status.ok()) {
     job.listener->OnResult(std::move(*result));

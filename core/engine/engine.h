@@ -84,12 +84,14 @@ class Engine {
   absl::Status Submit(JobRequest request, std::shared_ptr<JobListener> listener);
 
   // Cancels a queued or running job: a queued one ends now, a running one at its next step
-  // boundary, both with CANCELLED. False when no such job is queued or running.
+  // boundary, both with CANCELLED (DEADLINE_EXCEEDED once the job's deadline has passed, as when
+  // gRPC cancels a call at its deadline). False when no such job is queued or running.
   bool Cancel(const std::string& job_id);
 
   // Stops admission: Submit answers UNAVAILABLE from now on; queued and running jobs go on.
   void StopAccepting();
-  // Blocks until no job is queued or running, or `deadline` passes. True when idle.
+  // Blocks until no job is queued or running, or `deadline` passes. True when idle; by then the
+  // observer has heard every job's end.
   bool WaitUntilIdle(absl::Time deadline);
 
   // Stops admission; queued jobs end now and running ones at their next step boundary, with

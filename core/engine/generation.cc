@@ -3,6 +3,7 @@
 #include <torch/script.h>
 
 #include "absl/strings/str_cat.h"
+#include "core/engine/model_failure.h"
 #include "core/image/png_codec.h"
 
 namespace imagegen {
@@ -98,7 +99,14 @@ std::vector<absl::StatusOr<std::unique_ptr<Generation>>> Generation::StartBatch(
   size_t k = 0;
   for (size_t i = 0; i < requests.size(); ++i) {
     if (!out[i].ok()) continue;
-    started[k++]->InitLatents(*requests[i]);
+    Generation* g = started[k++];
+    try {
+      g->InitLatents(*requests[i]);
+    } catch (const std::exception& e) {
+      // Image to image encodes each job's init image in a call of its own: its failure is that
+      // job's alone (and frees its Generation; `g` is not used again).
+      out[i] = ModelFailure(model->config().name, e);
+    }
   }
   return out;
 }

@@ -42,7 +42,8 @@ class Generation : public JobState {
   // call, and draws the initial latents. INVALID_ARGUMENT for a request the sampler refuses.
   static absl::StatusOr<std::unique_ptr<Generation>> Start(ModelBundle* model, const JobRequest& request);
   // The same for several jobs of one model, with the text of all of them in one text encoder
-  // call. One entry per request, in order.
+  // call. One entry per request, in order. A failing text encoder throws (every job was in that
+  // call); a failing image-to-image encode is its own job's error (ModelFailure).
   static std::vector<absl::StatusOr<std::unique_ptr<Generation>>> StartBatch(
       ModelBundle* model, const std::vector<const JobRequest*>& requests);
 

@@ -77,6 +77,10 @@ absl::Status ValidateJobRequest(const JobRequest& r, const ModelConfig& model,
     return Invalid("num_images", absl::StrCat(r.num_images),
                    absl::StrCat("allowed: 1 to ", limits.max_images, "; 0 means 1"));
   }
+  if (const int64_t pixels = int64_t{r.width} * r.height * r.num_images; pixels > limits.max_pixels) {
+    return Invalid("width x height x num_images", absl::StrCat(r.width, "x", r.height, "x", r.num_images, " = ", pixels),
+                   absl::StrCat("allowed: at most ", limits.max_pixels, " pixels per request"));
+  }
   if (r.preview_every_n_steps < 0 || r.preview_every_n_steps > r.steps) {
     return Invalid("preview.every_n_steps", absl::StrCat(r.preview_every_n_steps),
                    absl::StrCat("allowed: 0 (no previews) to steps (", r.steps, ")"));

@@ -44,6 +44,9 @@ struct RequestLimits {
   int max_images = 8;
   int max_prompt_chars = 1000;
   int max_image_side = 1024;  // pixels, per side
+  // Pixels a request makes in all: width * height * num_images. Bounds a job's memory.
+  int64_t max_pixels = int64_t{8} * 512 * 512;
+  int max_init_image_bytes = 4 << 20;  // the encoded init_image, checked before decoding
 };
 
 // INVALID_ARGUMENT naming the first field outside what `model` and `limits` allow, with its

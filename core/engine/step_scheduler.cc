@@ -4,17 +4,10 @@
 #include <exception>
 
 #include "absl/strings/str_cat.h"
+#include "core/engine/model_failure.h"
 
 namespace imagegen {
 namespace {
-
-// A model failure becomes a status once, here; c10::Error's what() carries a backtrace after
-// its first line, which a client does not need.
-absl::Status ModelFailure(const std::string& model, const std::exception& e) {
-  std::string what = e.what();
-  if (size_t nl = what.find('\n'); nl != std::string::npos) what.resize(nl);
-  return absl::InternalError(absl::StrCat("model ", model, " failed: ", what));
-}
 
 bool SameGroup(const JobRequest& a, const JobRequest& b) {
   return a.model == b.model && a.width == b.width && a.height == b.height;
@@ -69,39 +62,62 @@ void StepScheduler::Admit() {
   });
   if (jobs.empty()) return;
 
-  std::vector<const JobRequest*> requests;
-  for (const auto& job : jobs) {
-    requests.push_back(&job->request);
-    on_start_(*job);
+  for (const auto& job : jobs) on_start_(*job);
+
+  struct Started {
+    absl::StatusOr<std::unique_ptr<JobState>> state;
+    absl::Time start;
+    absl::Duration text_encode;
+  };
+  std::vector<Started> started(jobs.size());
+  std::vector<bool> grouped(jobs.size(), false);
+  for (size_t first = 0; first < jobs.size(); ++first) {
+    if (grouped[first]) continue;
+    // One Start per model: a text encoder that throws fails only the new jobs of its own model.
+    const std::string& model = jobs[first]->request.model;
+    std::vector<size_t> group;
+    std::vector<const JobRequest*> requests;
+    for (size_t i = first; i < jobs.size(); ++i) {
+      if (grouped[i] || jobs[i]->request.model != model) continue;
+      grouped[i] = true;
+      group.push_back(i);
+      requests.push_back(&jobs[i]->request);
+    }
+    std::vector<absl::StatusOr<std::unique_ptr<JobState>>> states;
+    const absl::Time start = clock_->Now();
+    try {
+      states = pipeline_->Start(requests);
+    } catch (const std::exception& e) {
+      const absl::Status failure = ModelFailure(model, e);
+      states.clear();
+      for (size_t k = 0; k < group.size(); ++k) states.push_back(failure);
+    }
+    const absl::Duration text_encode = clock_->Now() - start;
+    for (size_t k = 0; k < group.size(); ++k) started[group[k]] = {std::move(states[k]), start, text_encode};
   }
-  std::vector<absl::StatusOr<std::unique_ptr<JobState>>> states;
-  const absl::Time start = clock_->Now();
-  try {
-    states = pipeline_->Start(requests);
-  } catch (const std::exception& e) {
-    for (const auto& job : jobs) on_end_(*job, ModelFailure(job->request.model, e), nullptr);
-    return;
-  }
-  const absl::Time now = clock_->Now();
+  // In admission order, as a single Start would have left them.
   for (size_t i = 0; i < jobs.size(); ++i) {
-    if (!states[i].ok()) {
-      on_end_(*jobs[i], states[i].status(), nullptr);
+    if (!started[i].state.ok()) {
+      on_end_(*jobs[i], started[i].state.status(), nullptr);
       continue;
     }
-    running_.push_back(Running{jobs[i], *std::move(states[i]), start, now - start});
+    running_.push_back(Running{jobs[i], *std::move(started[i].state), started[i].start, started[i].text_encode});
   }
 }
 
 absl::Status StepScheduler::StopStatus(const Job& job) const {
+  const bool late = clock_->Now() >= job.request.deadline;
   switch (static_cast<StopReason>(job.stop.load())) {
     case StopReason::kCancelled:
-      return absl::CancelledError(absl::StrCat("job ", job.request.job_id, " was cancelled"));
+      // gRPC also cancels a call whose deadline passed: that one ends DEADLINE_EXCEEDED below.
+      if (!late) return absl::CancelledError(absl::StrCat("job ", job.request.job_id, " was cancelled"));
+      break;
     case StopReason::kShutdown:
       return absl::UnavailableError("the server is shutting down");
     case StopReason::kNone:
       break;
   }
-  if (clock_->Now() >= job.request.deadline) {
+  if (late) {
     return absl::DeadlineExceededError(absl::StrCat("job ", job.request.job_id, " passed its deadline"));
   }
   return absl::OkStatus();

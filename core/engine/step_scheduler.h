@@ -1,7 +1,7 @@
 // Step-level continuous batching: the loop body of one worker.
 //
 // Every Tick the scheduler admits queued jobs while their rows fit the row budget (text encoding
-// of the new jobs in one call), ends jobs that were cancelled or passed their deadline, picks the
+// of the new jobs in one call per model), ends jobs that were cancelled or passed their deadline, picks the
 // group of running jobs that share a model and image size and has waited longest for a step,
 // and runs one step of all of them in one UNet call with a per-row timestep. Jobs join at the
 // next tick and leave as soon as they finish or stop, so no job waits for another to end.

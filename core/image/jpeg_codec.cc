@@ -73,39 +73,58 @@ absl::StatusOr<std::string> EncodeJpeg(const RasterImage& image, int quality) {
   return out;
 }
 
-absl::StatusOr<RasterImage> DecodeJpeg(absl::string_view data) {
+namespace {
+
+// The part that libjpeg may longjmp out of. It keeps no C++ object of its own alive across the
+// jump: the pixels live in the caller's `out`, written only through the pointer. Returns an
+// empty string on success, else why it failed.
+std::string ReadJpeg(absl::string_view data, int max_side, RasterImage* out) {
   jpeg_decompress_struct cinfo;
   ErrorManager err;
   cinfo.err = jpeg_std_error(&err.pub);
   err.pub.error_exit = OnError;
   err.pub.output_message = OnMessage;
-  RasterImage out;
   if (setjmp(err.jump)) {
     jpeg_destroy_decompress(&cinfo);
-    return absl::InvalidArgumentError(absl::StrCat("not a decodable JPEG: ", err.message));
+    return err.message;
   }
   jpeg_create_decompress(&cinfo);
   jpeg_mem_src(&cinfo, reinterpret_cast<const unsigned char*>(data.data()), data.size());
   jpeg_read_header(&cinfo, TRUE);
+  if (cinfo.image_width > static_cast<JDIMENSION>(max_side) || cinfo.image_height > static_cast<JDIMENSION>(max_side)) {
+    jpeg_destroy_decompress(&cinfo);
+    return absl::StrCat(cinfo.image_width, "x", cinfo.image_height, " pixels; allowed: at most ", max_side,
+                        " per side");
+  }
   cinfo.out_color_space = cinfo.jpeg_color_space == JCS_GRAYSCALE ? JCS_GRAYSCALE : JCS_RGB;
   jpeg_start_decompress(&cinfo);
-  out.width = static_cast<int>(cinfo.output_width);
-  out.height = static_cast<int>(cinfo.output_height);
-  out.channels = cinfo.output_components;
-  out.pixels.resize(static_cast<size_t>(out.width) * out.height * out.channels);
-  const int stride = out.width * out.channels;
+  out->width = static_cast<int>(cinfo.output_width);
+  out->height = static_cast<int>(cinfo.output_height);
+  out->channels = cinfo.output_components;
+  out->pixels.resize(static_cast<size_t>(out->width) * out->height * out->channels);
+  const size_t stride = static_cast<size_t>(out->width) * out->channels;
   while (cinfo.output_scanline < cinfo.output_height) {
-    JSAMPROW row = out.pixels.data() + cinfo.output_scanline * stride;
+    JSAMPROW row = out->pixels.data() + cinfo.output_scanline * stride;
     jpeg_read_scanlines(&cinfo, &row, 1);
   }
   jpeg_finish_decompress(&cinfo);
   jpeg_destroy_decompress(&cinfo);
+  return "";
+}
+
+}  // namespace
+
+absl::StatusOr<RasterImage> DecodeJpeg(absl::string_view data, int max_side) {
+  RasterImage out;
+  if (std::string error = ReadJpeg(data, max_side, &out); !error.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("not a decodable JPEG: ", error));
+  }
   return out;
 }
 
-absl::StatusOr<RasterImage> DecodeImage(absl::string_view data) {
-  if (absl::StartsWith(data, "\x89PNG\r\n\x1a\n")) return DecodePng(data);
-  if (absl::StartsWith(data, "\xff\xd8\xff")) return DecodeJpeg(data);
+absl::StatusOr<RasterImage> DecodeImage(absl::string_view data, int max_side) {
+  if (absl::StartsWith(data, "\x89PNG\r\n\x1a\n")) return DecodePng(data, max_side);
+  if (absl::StartsWith(data, "\xff\xd8\xff")) return DecodeJpeg(data, max_side);
   return absl::InvalidArgumentError("neither a PNG nor a JPEG (unknown signature)");
 }
 

@@ -15,10 +15,11 @@ absl::StatusOr<std::string> EncodeJpeg(const RasterImage& image, int quality = 9
 
 // INVALID_ARGUMENT naming libjpeg's reason for bytes that are not a decodable JPEG. Gray stays
 // gray (1 channel); everything else decodes to RGB (3). Thread-safe.
-absl::StatusOr<RasterImage> DecodeJpeg(absl::string_view data);
+absl::StatusOr<RasterImage> DecodeJpeg(absl::string_view data, int max_side = kMaxDecodeSide);
 
-// Decodes a PNG or a JPEG, told apart by their signatures; INVALID_ARGUMENT for anything else.
-absl::StatusOr<RasterImage> DecodeImage(absl::string_view data);
+// Decodes a PNG or a JPEG, told apart by their signatures; INVALID_ARGUMENT for anything else
+// and for a width or height above `max_side` (read from the header, before allocating).
+absl::StatusOr<RasterImage> DecodeImage(absl::string_view data, int max_side = kMaxDecodeSide);
 
 }  // namespace imagegen
 

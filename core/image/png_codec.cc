@@ -51,12 +51,17 @@ absl::StatusOr<std::string> EncodePng(const RasterImage& image) {
   return out;
 }
 
-absl::StatusOr<RasterImage> DecodePng(absl::string_view data) {
+absl::StatusOr<RasterImage> DecodePng(absl::string_view data, int max_side) {
   png_image png;
   std::memset(&png, 0, sizeof(png));
   png.version = PNG_IMAGE_VERSION;
   if (!png_image_begin_read_from_memory(&png, data.data(), data.size())) {
     return absl::InvalidArgumentError(absl::StrCat("not a decodable PNG: ", png.message));
+  }
+  if (png.width > static_cast<png_uint_32>(max_side) || png.height > static_cast<png_uint_32>(max_side)) {
+    png_image_free(&png);
+    return absl::InvalidArgumentError(absl::StrCat("a PNG of ", png.width, "x", png.height,
+                                                   " pixels; allowed: at most ", max_side, " per side"));
   }
   RasterImage out;
   if (png.format & PNG_FORMAT_FLAG_COLOR) {

@@ -22,9 +22,14 @@ struct RasterImage {
 // INVALID_ARGUMENT for a size/channel mismatch; INTERNAL if libpng fails. Thread-safe.
 absl::StatusOr<std::string> EncodePng(const RasterImage& image);
 
-// INVALID_ARGUMENT naming libpng's reason for bytes that are not a decodable PNG.
+// The largest width or height the decoders accept unless told a smaller one.
+inline constexpr int kMaxDecodeSide = 16384;
+
+// INVALID_ARGUMENT naming libpng's reason for bytes that are not a decodable PNG, or for a
+// width or height above `max_side` (checked from the header, before any pixel is allocated, so
+// that a few bytes declaring a huge image cannot exhaust memory).
 // Gray stays gray (1 channel); everything else decodes to RGB (3) or RGBA (4). Thread-safe.
-absl::StatusOr<RasterImage> DecodePng(absl::string_view data);
+absl::StatusOr<RasterImage> DecodePng(absl::string_view data, int max_side = kMaxDecodeSide);
 
 }  // namespace imagegen
 

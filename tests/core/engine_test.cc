@@ -441,6 +441,14 @@ TEST_F(ValidateJobRequestTest, StepsMustBeWithinTheLimit) {
   ExpectInvalid(request_, "steps", {"0"});
 }
 
+TEST_F(ValidateJobRequestTest, AllImagesTogetherMustBeWithinMaxPixels) {
+  limits_.max_pixels = 3 * 32 * 32;
+  request_.num_images = 3;
+  EXPECT_TRUE(ValidateJobRequest(request_, model_, limits_).ok());
+  request_.num_images = 4;
+  ExpectInvalid(request_, "width x height x num_images", {"32x32x4 = 4096", "at most 3072 pixels"});
+}
+
 TEST_F(ValidateJobRequestTest, SamplerMustBeKnown) {
   request_.sampler = "no-such-sampler";
   ExpectInvalid(request_, "sampler", {"no-such-sampler", "ddpm", "ddim"});

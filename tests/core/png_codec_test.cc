@@ -110,6 +110,23 @@ TEST(JpegCodec, GarbageIsInvalidArgumentWithLibjpegsReason) {
   EXPECT_NE(bad.status().message().find("JPEG"), std::string::npos);
 }
 
+// The size comes from the header and is checked before the pixels are allocated: a few bytes
+// declaring a huge image must not cost memory (tests/fuzz/regressions/ has two such requests).
+TEST(DecodeImage, RefusesImagesLargerThanMaxSideByTheirHeader) {
+  RasterImage gray = Pattern(32, 16, 1);
+  auto png = EncodePng(gray);
+  auto jpeg = EncodeJpeg(gray);
+  ASSERT_TRUE(png.ok() && jpeg.ok());
+  for (const std::string* data : {&*png, &*jpeg}) {
+    EXPECT_TRUE(DecodeImage(*data, 32).ok());
+    auto refused = DecodeImage(*data, 31);
+    ASSERT_FALSE(refused.ok());
+    EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(refused.status().message().find("32x16"), std::string::npos) << refused.status();
+    EXPECT_NE(refused.status().message().find("at most 31"), std::string::npos) << refused.status();
+  }
+}
+
 TEST(DecodeImage, TellsPngFromJpegAndRefusesOthers) {
   RasterImage gray = Pattern(8, 8, 1);
   auto png = EncodePng(gray);

@@ -192,6 +192,16 @@ TEST_F(StepSchedulerTest, DeadlinePassedWhileRunningEndsItAtTheNextStep) {
   EXPECT_TRUE(b->final_status().ok());
 }
 
+// gRPC cancels a call when its deadline passes: the job ends as a deadline, not a cancel.
+TEST_F(StepSchedulerTest, ACancelAfterTheDeadlineIsDeadlineExceeded) {
+  auto a = Push("a", 10, 2, 0, clock_.Now() + absl::Seconds(1));
+  scheduler_->Tick();
+  clock_.Advance(absl::Seconds(2));
+  jobs_["a"]->stop.store(static_cast<int>(StopReason::kCancelled));
+  scheduler_->Tick();
+  EXPECT_EQ(a->final_status().code(), absl::StatusCode::kDeadlineExceeded) << a->final_status();
+}
+
 TEST_F(StepSchedulerTest, CancelledJobsLeaveTheBatchAtTheNextStepAndQueuedOnesAtOnce) {
   auto a = Push("a", 10);
   auto b = Push("b", 3);
@@ -231,6 +241,26 @@ TEST_F(StepSchedulerTest, AJobItsPipelineRefusesFailsAloneAtStart) {
   EXPECT_EQ(refused->final_status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_TRUE(jobs_.count("ok"));
   EXPECT_EQ(pipeline_.calls.back(), (Ids{"ok"}));
+}
+
+// A text encoder that throws fails the new jobs of its own model only (one Start per model),
+// and its message names that model.
+TEST_F(StepSchedulerTest, AThrowingStartFailsOnlyTheNewJobsOfItsModel) {
+  auto a = Push("a", 1);
+  auto b = Push("b", 1);
+  auto c = Push("c", 1);
+  auto d = Push("d", 1);
+  for (const char* id : {"b", "d"}) jobs_[id]->request.model = "m2";
+  jobs_["d"]->request.prompt = "throw start";
+  scheduler_->Tick();
+  EXPECT_EQ(pipeline_.starts, (std::vector<Ids>{{"a", "c"}, {"b", "d"}}));
+  for (const auto& failed : {b, d}) {
+    EXPECT_EQ(failed->final_status().code(), absl::StatusCode::kInternal);
+    EXPECT_EQ(failed->final_status().message(), "model m2 failed: fake text encoder failure");
+  }
+  EXPECT_EQ(pipeline_.calls, (std::vector<Ids>{{"a", "c"}}));
+  EXPECT_TRUE(a->final_status().ok());
+  EXPECT_TRUE(c->final_status().ok());
 }
 
 TEST_F(StepSchedulerTest, DifferentImageSizesRunInTurnsNotTogether) {

@@ -32,6 +32,7 @@
 #include "server/server.h"
 #include "tests/support/fake_job_listener.h"
 #include "tests/support/http_get.h"
+#include "tests/support/service_client.h"
 #include "tests/support/test_bundle.h"
 
 namespace imagegen {
@@ -39,48 +40,10 @@ namespace {
 
 using test::FakeJobListener;
 
-constexpr auto kCallTimeout = std::chrono::seconds(60);
-
-// A small valid request: 3 steps of one 32x32 image with the model's default guidance.
-v1::GenerateRequest SmallRequest() {
-  v1::GenerateRequest r;
-  r.set_prompt("a photo of a dress");
-  r.set_steps(3);
-  r.set_seed(5);
-  return r;
-}
-
-// A request that keeps the worker busy for hundreds of UNet calls of 16 rows: long enough that
-// a client always gets to act on its first progress event before the job could end.
-v1::GenerateRequest LongRequest(const std::string& job_id) {
-  v1::GenerateRequest r = SmallRequest();
-  r.set_job_id(job_id);
-  r.set_steps(200);
-  r.set_num_images(8);
-  return r;
-}
-
-struct StreamOutcome {
-  std::vector<v1::GenerateEvent> events;
-  grpc::Status status;
-};
-
-// The sum of the samples of `name` whose labels include every one of `labels` (each written
-// `key="value"`), from Prometheus' text format; nullopt when no sample matches.
-std::optional<double> SumSamples(const std::string& metrics, const std::string& name,
-                                 const std::vector<std::string>& labels) {
-  std::optional<double> sum;
-  for (absl::string_view line : absl::StrSplit(metrics, '\n')) {
-    if (!absl::StartsWith(line, name + "{") && !absl::StartsWith(line, name + " ")) continue;
-    const size_t value_at = line.rfind(' ');
-    const absl::string_view series = line.substr(0, value_at);
-    bool match = true;
-    for (const std::string& label : labels) match = match && absl::StrContains(series, label);
-    double value;
-    if (match && absl::SimpleAtod(line.substr(value_at + 1), &value)) sum = sum.value_or(0) + value;
-  }
-  return sum;
-}
+using test::LongRequest;
+using test::SmallRequest;
+using test::StreamOutcome;
+using test::SumSamples;
 
 class ImageGeneratorServiceTest : public ::testing::Test {
  protected:
@@ -110,20 +73,11 @@ class ImageGeneratorServiceTest : public ::testing::Test {
     server_.reset();
   }
 
-  static std::unique_ptr<grpc::ClientContext> NewContext() {
-    auto context = std::make_unique<grpc::ClientContext>();
-    context->set_deadline(std::chrono::system_clock::now() + kCallTimeout);
-    return context;
-  }
+  static std::unique_ptr<grpc::ClientContext> NewContext() { return test::NewCallContext(); }
 
   StreamOutcome Generate(const v1::GenerateRequest& request) {
     auto context = NewContext();
-    auto reader = stub_->Generate(context.get(), request);
-    StreamOutcome out;
-    v1::GenerateEvent event;
-    while (reader->Read(&event)) out.events.push_back(event);
-    out.status = reader->Finish();
-    return out;
+    return test::ReadToEnd(*stub_->Generate(context.get(), request));
   }
 
   grpc::Status GenerateImages(const v1::GenerateRequest& request, v1::GenerateResponse* response) {
@@ -141,13 +95,8 @@ class ImageGeneratorServiceTest : public ::testing::Test {
   // Holds the server's only worker inside an engine job (submitted in-process, not over gRPC)
   // until TearDown or Release.
   std::shared_ptr<FakeJobListener> PinWorker(const std::string& job_id) {
-    auto listener = std::make_shared<FakeJobListener>();
-    pinned_.push_back(listener);
-    listener->BlockAtStep(1);
-    const absl::Status status = server_->engine().Submit(test::TinyJobRequest(job_id, 5), listener);
-    EXPECT_TRUE(status.ok()) << status;
-    EXPECT_TRUE(listener->WaitUntilBlocked()) << "the worker never started the pinning job";
-    return listener;
+    pinned_.push_back(test::PinWorker(server_->engine(), job_id));
+    return pinned_.back();
   }
 
   std::string ScrapeMetrics() {
@@ -651,6 +600,8 @@ TEST_F(ImageGeneratorServiceTest, InvalidImageToImageFieldsAreNamed) {
       {"init_image", [&](auto& r) { r.set_init_image("GIF89a not an image"); r.set_strength(0.5f); }},
       {"init_image", [&](auto& r) { r.set_init_image(png->substr(0, 40)); r.set_strength(0.5f); }},
       {"init_image", [&](auto& r) { r.set_init_image(*png); r.set_strength(0.5f); r.set_width(64); }},
+      // Above --max_init_image_bytes (4 MiB): refused before decoding.
+      {"init_image", [&](auto& r) { r.set_init_image(*png + std::string(4 << 20, '\0')); r.set_strength(0.5f); }},
       {"strength", [&](auto& r) { r.set_init_image(*png); r.set_strength(1.5f); }},
       {"strength", [&](auto& r) { r.set_init_image(*png); r.set_strength(-0.5f); }},
       {"strength", [&](auto& r) { r.set_init_image(*png); }},  // 0 with an init image
@@ -665,6 +616,16 @@ TEST_F(ImageGeneratorServiceTest, InvalidImageToImageFieldsAreNamed) {
     EXPECT_TRUE(absl::StartsWith(status.error_message(), c.field + " "))
         << "\"" << status.error_message() << "\" does not begin with " << c.field;
   }
+}
+
+// gRPC itself refuses a message above --max_message_bytes (8 MiB), before any of it is parsed.
+TEST_F(ImageGeneratorServiceTest, MessagesAboveMaxMessageBytesAreResourceExhausted) {
+  v1::GenerateRequest request = SmallRequest();
+  request.set_init_image(std::string(9 << 20, 'x'));
+  v1::GenerateResponse response;
+  const grpc::Status status = GenerateImages(request, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << status.error_message();
+  EXPECT_NE(status.error_message().find("larger than max"), std::string::npos) << status.error_message();
 }
 
 // ---- Streaming under load (issue 5) ----

@@ -1,5 +1,7 @@
 #include "tests/support/fake_job_listener.h"
 
+#include <gtest/gtest.h>
+
 #include "tests/support/test_bundle.h"
 
 namespace imagegen::test {
@@ -110,6 +112,15 @@ void FakeJobListener::OnQueuePosition(int queue_position) {
 std::vector<int> FakeJobListener::queue_positions() const {
   absl::MutexLock lock(&mu_);
   return queue_positions_;
+}
+
+std::shared_ptr<FakeJobListener> PinWorker(Engine& engine, const std::string& job_id) {
+  auto listener = std::make_shared<FakeJobListener>();
+  listener->BlockAtStep(1);
+  const absl::Status status = engine.Submit(TinyJobRequest(job_id, 5), listener);
+  EXPECT_TRUE(status.ok()) << status;
+  EXPECT_TRUE(status.ok() && listener->WaitUntilBlocked()) << "the worker never started the pinning job";
+  return listener;
 }
 
 }  // namespace imagegen::test

@@ -2,6 +2,7 @@
 #ifndef IMAGEGEN_TESTS_SUPPORT_FAKE_JOB_LISTENER_H_
 #define IMAGEGEN_TESTS_SUPPORT_FAKE_JOB_LISTENER_H_
 
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -11,6 +12,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
+#include "core/engine/engine.h"
 #include "core/engine/job.h"
 
 namespace imagegen::test {
@@ -77,6 +79,11 @@ class FakeJobListener : public JobListener {
   absl::Notification release_;
   absl::Notification ended_;
 };
+
+// Holds `engine`'s worker (an engine with one worker) inside a 5-step tiny job (TinyJobRequest)
+// submitted in-process, blocked at step 1 until the returned listener's Release. Returns once
+// the worker is held; EXPECT-fails when the job is refused or never starts.
+std::shared_ptr<FakeJobListener> PinWorker(Engine& engine, const std::string& job_id);
 
 }  // namespace imagegen::test
 

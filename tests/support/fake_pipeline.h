@@ -40,7 +40,8 @@ class FakeJobState : public JobState {
 };
 
 // Records every call; throws from Step when a job in the batch has the id `poison_job_id`, and
-// from Start when a request's prompt is "fail start".
+// from Start when a request's prompt is "throw start"; Start refuses a request whose prompt is
+// "fail start".
 class FakePipeline : public Pipeline {
  public:
   std::vector<absl::StatusOr<std::unique_ptr<JobState>>> Start(
@@ -56,6 +57,9 @@ class FakePipeline : public Pipeline {
       }
     }
     starts.push_back(ids);
+    for (const JobRequest* r : requests) {
+      if (r->prompt == "throw start") throw std::runtime_error("fake text encoder failure");
+    }
     return out;
   }
 

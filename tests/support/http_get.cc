@@ -11,7 +11,10 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
 
 namespace imagegen::test {
 
@@ -60,6 +63,21 @@ absl::StatusOr<std::string> HttpGet(int port, const std::string& path) {
     return absl::InternalError(absl::StrCat("GET ", path, ": ", status_line));
   }
   return reply.substr(head_end + 4);
+}
+
+std::optional<double> SumSamples(const std::string& metrics, const std::string& name,
+                                 const std::vector<std::string>& labels) {
+  std::optional<double> sum;
+  for (absl::string_view line : absl::StrSplit(metrics, '\n')) {
+    if (!absl::StartsWith(line, name + "{") && !absl::StartsWith(line, name + " ")) continue;
+    const size_t value_at = line.rfind(' ');
+    const absl::string_view series = line.substr(0, value_at);
+    bool match = true;
+    for (const std::string& label : labels) match = match && absl::StrContains(series, label);
+    double value;
+    if (match && absl::SimpleAtod(line.substr(value_at + 1), &value)) sum = sum.value_or(0) + value;
+  }
+  return sum;
 }
 
 }  // namespace imagegen::test

@@ -4,6 +4,8 @@ namespace imagegen::test {
 
 std::string TestBundleDir() { return IMAGEGEN_TEST_BUNDLE_DIR; }
 
+std::string FaultyBundleDir() { return IMAGEGEN_FAULTY_BUNDLE_DIR; }
+
 JobRequest TinyJobRequest(const std::string& job_id, int steps) {
   JobRequest r;
   r.job_id = job_id;

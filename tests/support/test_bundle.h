@@ -25,6 +25,16 @@ inline constexpr int kTinyMaxLength = 12;     // text encoder length, <bos> and 
 // The folder of the exported bundle.
 std::string TestBundleDir();
 
+// "tiny-faulty" (export_random.py --fault, the export_faulty_bundle setup of the same fixture):
+// the tiny model with faults a request chooses. The scheduler batches only requests of one model
+// and size, so a faulty call never carries a 32x32 request.
+inline constexpr char kFaultyModel[] = "tiny-faulty";
+inline constexpr int kFaultyThrowWidth = 64;    // the UNet raises
+inline constexpr int kFaultyAllocHeight = 64;   // the UNet allocates more than any machine has
+inline constexpr int kFaultyVaeWidth = 48;      // the VAE encoder (image to image) and decoder raise
+inline constexpr char kFaultyWord[] = "sandal";  // in a prompt: the text encoder raises
+std::string FaultyBundleDir();
+
 // A valid request for the tiny model: `steps` DDIM steps of one 32x32 image with guidance,
 // seed 7, a prompt of known words, no previews.
 JobRequest TinyJobRequest(const std::string& job_id, int steps = 3);
