@@ -13,9 +13,7 @@
 #include <vector>
 
 #include <grpcpp/create_channel.h>
-#include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/security/credentials.h>
-#include <grpcpp/support/byte_buffer.h>
 #include <gtest/gtest.h>
 
 #include "absl/strings/match.h"
@@ -25,6 +23,7 @@
 #include "server/auth.h"
 #include "server/server.h"
 #include "tests/support/http_get.h"
+#include "tests/support/service_client.h"
 #include "tests/support/scratch_dir.h"
 #include "tests/support/test_bundle.h"
 
@@ -392,26 +391,11 @@ TEST_F(AuthServerTest, TokensAndMutualTlsTogether) {
 
 TEST_F(AuthServerTest, HealthAnswersWithoutAToken) {
   StartWithTokens();
-  // grpc.health.v1.Health/Check with an empty request, by raw bytes (SERVING is 08 01): the
-  // probes of Kubernetes cannot send a token.
-  grpc::GenericStub generic(grpc::CreateChannel(absl::StrCat("127.0.0.1:", server_->port()),
-                                                grpc::InsecureChannelCredentials()));
-  grpc::Slice empty_slice("");
-  grpc::ByteBuffer request(&empty_slice, 1);
-  grpc::ByteBuffer response;
-  auto context = NewContext();
-  grpc::Status status;
-  absl::Notification done;
-  generic.UnaryCall(context.get(), "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request, &response,
-                    [&](grpc::Status s) {
-                      status = std::move(s);
-                      done.Notify();
-                    });
-  ASSERT_TRUE(done.WaitForNotificationWithTimeout(test::kTestTimeout));
-  ASSERT_TRUE(status.ok()) << status.error_message();
-  grpc::Slice reply;
-  ASSERT_TRUE(response.DumpToSingleSlice(&reply).ok());
-  EXPECT_EQ(std::string(reinterpret_cast<const char*>(reply.begin()), reply.size()), std::string("\x08\x01", 2));
+  // The probes of Kubernetes cannot send a token.
+  const test::HealthOutcome health = test::CheckHealth(
+      grpc::CreateChannel(absl::StrCat("127.0.0.1:", server_->port()), grpc::InsecureChannelCredentials()));
+  ASSERT_TRUE(health.status.ok()) << health.status.error_message();
+  EXPECT_EQ(health.reply, test::kServingReply);
 }
 
 TEST_F(AuthServerTest, TheRequestLogNeverHoldsAToken) {

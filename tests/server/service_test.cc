@@ -15,9 +15,7 @@
 #include <vector>
 
 #include <grpcpp/create_channel.h>
-#include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/security/credentials.h>
-#include <grpcpp/support/byte_buffer.h>
 #include <gtest/gtest.h>
 
 #include "absl/strings/match.h"
@@ -420,25 +418,9 @@ TEST_F(ImageGeneratorServiceTest, PromptWithMoreTokensThanTheEncoderTakesIsAccep
 }
 
 TEST_F(ImageGeneratorServiceTest, HealthReportsServing) {
-  // grpc.health.v1.Health/Check with an empty HealthCheckRequest (service ""), by raw bytes:
-  // an empty message is zero bytes, and SERVING is field 1 = varint 1, bytes 08 01.
-  grpc::GenericStub generic(channel_);
-  grpc::Slice empty_slice("");
-  grpc::ByteBuffer request(&empty_slice, 1);
-  grpc::ByteBuffer response;
-  auto context = NewContext();
-  grpc::Status status;
-  absl::Notification done;
-  generic.UnaryCall(context.get(), "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request, &response,
-                    [&](grpc::Status s) {
-                      status = std::move(s);
-                      done.Notify();
-                    });
-  ASSERT_TRUE(done.WaitForNotificationWithTimeout(test::kTestTimeout));
-  ASSERT_TRUE(status.ok()) << status.error_message();
-  grpc::Slice reply;
-  ASSERT_TRUE(response.DumpToSingleSlice(&reply).ok());
-  EXPECT_EQ(std::string(reinterpret_cast<const char*>(reply.begin()), reply.size()), std::string("\x08\x01", 2));
+  const test::HealthOutcome health = test::CheckHealth(channel_);
+  ASSERT_TRUE(health.status.ok()) << health.status.error_message();
+  EXPECT_EQ(health.reply, test::kServingReply);
 }
 
 TEST_F(ImageGeneratorServiceTest, MetricsCountRequestsByOutcome) {

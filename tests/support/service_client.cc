@@ -1,5 +1,10 @@
 #include "tests/support/service_client.h"
 
+#include <grpcpp/generic/generic_stub.h>
+#include <grpcpp/support/byte_buffer.h>
+
+#include "absl/synchronization/notification.h"
+
 namespace imagegen::test {
 
 std::unique_ptr<grpc::ClientContext> NewCallContext() {
@@ -29,6 +34,27 @@ StreamOutcome ReadToEnd(grpc::ClientReader<v1::GenerateEvent>& reader) {
   v1::GenerateEvent event;
   while (reader.Read(&event)) out.events.push_back(event);
   out.status = reader.Finish();
+  return out;
+}
+
+HealthOutcome CheckHealth(const std::shared_ptr<grpc::Channel>& channel) {
+  grpc::GenericStub generic(channel);
+  grpc::Slice empty_slice("");
+  grpc::ByteBuffer request(&empty_slice, 1);
+  grpc::ByteBuffer response;
+  HealthOutcome out;
+  auto context = NewCallContext();
+  absl::Notification done;
+  generic.UnaryCall(context.get(), "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request, &response,
+                    [&](grpc::Status s) {
+                      out.status = std::move(s);
+                      done.Notify();
+                    });
+  done.WaitForNotification();  // the context's deadline bounds the wait
+  grpc::Slice reply;
+  if (out.status.ok() && response.DumpToSingleSlice(&reply).ok()) {
+    out.reply.assign(reinterpret_cast<const char*>(reply.begin()), reply.size());
+  }
   return out;
 }
 

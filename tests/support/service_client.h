@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include <grpcpp/channel.h>
 #include <grpcpp/client_context.h>
 #include <grpcpp/support/status.h>
 #include <grpcpp/support/sync_stream.h>
@@ -37,6 +38,16 @@ struct StreamOutcome {
 
 // Reads the rest of a Generate stream and finishes it. Blocks until the server ends the call.
 StreamOutcome ReadToEnd(grpc::ClientReader<v1::GenerateEvent>& reader);
+
+// grpc.health.v1.Health/Check for the whole server (service ""), without a token, by raw bytes
+// (the health proto is not compiled here): `reply` is the serialized HealthCheckResponse, and
+// SERVING is field 1 = varint 1, bytes 08 01.
+struct HealthOutcome {
+  grpc::Status status;
+  std::string reply;
+};
+HealthOutcome CheckHealth(const std::shared_ptr<grpc::Channel>& channel);
+inline const std::string kServingReply("\x08\x01", 2);
 
 }  // namespace imagegen::test
 
