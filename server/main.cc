@@ -45,10 +45,17 @@ ABSL_FLAG(int, drain_timeout_s, 30,
           "On SIGTERM or SIGINT: how long running and queued jobs may take to finish before the "
           "rest end UNAVAILABLE.");
 ABSL_FLAG(bool, request_log, true, "One JSON line per request on stderr.");
-ABSL_FLAG(int, max_steps, 200, "Largest steps a request may ask for.");
-ABSL_FLAG(int, max_images, 8, "Largest num_images a request may ask for.");
-ABSL_FLAG(int, max_prompt_chars, 1000, "Longest prompt (and negative prompt), in bytes of UTF-8.");
-ABSL_FLAG(int, max_image_side, 1024, "Largest width or height, in pixels.");
+ABSL_FLAG(int, max_steps, imagegen::RequestLimits{}.max_steps, "Largest steps a request may ask for.");
+ABSL_FLAG(int, max_images, imagegen::RequestLimits{}.max_images, "Largest num_images a request may ask for.");
+ABSL_FLAG(int, max_prompt_chars, imagegen::RequestLimits{}.max_prompt_chars, "Longest prompt (and negative prompt), in bytes of UTF-8.");
+ABSL_FLAG(int, max_image_side, imagegen::RequestLimits{}.max_image_side,
+          "Largest width or height, in pixels (also of an init_image).");
+ABSL_FLAG(int64_t, max_pixels, imagegen::RequestLimits{}.max_pixels,
+          "Most pixels one request may make in all (width x height x num_images).");
+ABSL_FLAG(int, max_init_image_bytes, imagegen::RequestLimits{}.max_init_image_bytes, "Largest encoded init_image (PNG or JPEG), in bytes.");
+ABSL_FLAG(int, max_message_bytes, imagegen::ServerOptions{}.max_message_bytes,
+          "Largest request message the gRPC port accepts, in bytes; larger ones get RESOURCE_EXHAUSTED.");
+
 ABSL_FLAG(std::string, tls_cert, "",
           "PEM certificate chain of the gRPC port; with --tls_key turns TLS on. Empty: plaintext. Read at "
           "start-up: a new certificate takes a restart.");
@@ -60,11 +67,6 @@ ABSL_FLAG(std::string, auth_tokens_file, "",
           "File of bearer tokens, one per line ('#' comments and blank lines skipped): API calls must send "
           "the metadata \"authorization: Bearer TOKEN\" with one of them, else UNAUTHENTICATED. Health and "
           "reflection stay open. Empty: no tokens needed.");
-ABSL_FLAG(int64_t, max_pixels, int64_t{8} * 512 * 512,
-          "Most pixels one request may make in all (width x height x num_images).");
-ABSL_FLAG(int, max_init_image_bytes, 4 << 20, "Largest encoded init_image (PNG or JPEG), in bytes.");
-ABSL_FLAG(int, max_message_bytes, 8 << 20,
-          "Largest request message the gRPC port accepts, in bytes; larger ones get RESOURCE_EXHAUSTED.");
 
 namespace {
 

@@ -142,9 +142,9 @@ bool Engine::Cancel(const std::string& job_id) {
   absl::MutexLock lock(&mu_);
   auto it = jobs_.find(job_id);
   if (it == jobs_.end()) return false;
-  // Running (or between the queue and a worker): the worker ends it at the next step boundary.
-  it->second->stop.store(static_cast<int>(StopReason::kCancelled));
-  return true;
+  // Running (or between the queue and a worker): the worker ends it at the next step boundary,
+  // unless it has already claimed the job's result (kFinishing): then it is too late.
+  return it->second->RequestStop(StopReason::kCancelled);
 }
 
 void Engine::StopAccepting() {
@@ -162,7 +162,10 @@ void Engine::Shutdown() {
   {
     absl::MutexLock lock(&mu_);
     shutting_down_ = true;
-    for (auto& [id, job] : jobs_) job->stop.store(static_cast<int>(StopReason::kShutdown));
+    for (auto& [id, job] : jobs_) {
+      // A cancelled job still ends CANCELLED, a finishing one delivers its result.
+      job->RequestStop(StopReason::kShutdown);
+    }
   }
   std::vector<std::shared_ptr<Job>> queued = queue_.Close();
   for (const auto& job : queued) Finish(*job, absl::UnavailableError("the server is shutting down"), nullptr);

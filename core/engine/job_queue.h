@@ -19,17 +19,26 @@
 
 namespace imagegen {
 
-enum class StopReason : int { kNone = 0, kCancelled = 1, kShutdown = 2 };
+// Why a job stops, or kFinishing once its worker has claimed its result for delivery. Each
+// transition is a compare-and-swap from kNone, so Cancel and the worker agree on which won:
+// a job Cancel stopped ends CANCELLED, and a job past kFinishing can no longer be cancelled.
+enum class StopReason : int { kNone = 0, kCancelled = 1, kShutdown = 2, kFinishing = 3 };
 
 // A job as the engine tracks it from admission to its end. `request`, `listener`,
 // `accepted_at` and `sequence` are set before the job is shared and never change; `stop` is
-// written by Cancel/Shutdown and read by the worker.
+// written by Cancel/Shutdown and by the worker when the job finishes (StopReason).
 struct Job {
   JobRequest request;
   std::shared_ptr<JobListener> listener;
   absl::Time accepted_at;
   uint64_t sequence = 0;  // admission order
   std::atomic<int> stop{static_cast<int>(StopReason::kNone)};
+  // Asks the worker to stop the job for `reason` (kCancelled or kShutdown). True when the job
+  // will end for that reason; false when it already stops for another or its result is claimed.
+  bool RequestStop(StopReason reason) {
+    int expected = static_cast<int>(StopReason::kNone);
+    return stop.compare_exchange_strong(expected, static_cast<int>(reason)) || expected == static_cast<int>(reason);
+  }
   std::atomic<bool> started{false};  // a worker took it from the queue
   absl::Time started_at;  // when it did; written by that worker before `started`
   // JobQueue's: the ordering key (set before insertion) and the position the listener heard last.

@@ -115,6 +115,7 @@ absl::Status StepScheduler::StopStatus(const Job& job) const {
     case StopReason::kShutdown:
       return absl::UnavailableError("the server is shutting down");
     case StopReason::kNone:
+    case StopReason::kFinishing:
       break;
   }
   if (late) {
@@ -194,6 +195,13 @@ void StepScheduler::StepBatch(const std::vector<size_t>& batch) {
   std::sort(finished.rbegin(), finished.rend());  // End erases: go from the back
   for (size_t i : finished) {
     Running& r = running_[i];
+    // Claim the result: a job cancelled (or shut down) during its last step ends as such, and
+    // from here on Engine::Cancel answers that it is too late (CancelJob: NOT_FOUND).
+    int expected = static_cast<int>(StopReason::kNone);
+    if (!r.job->stop.compare_exchange_strong(expected, static_cast<int>(StopReason::kFinishing))) {
+      End(i, StopStatus(*r.job), nullptr);
+      continue;
+    }
     JobResult result;
     result.job_id = r.job->request.job_id;
     absl::StatusOr<std::vector<EncodedImage>> images;

@@ -430,8 +430,8 @@ TEST_F(ValidateJobRequestTest, WidthAndHeightMustBeMultiplesOfTheModelsSizeMulti
   request_.width = 32;
   request_.height = 4;
   ExpectInvalid(request_, "height", {"4", "from 8"});
-  request_.height = 1032;
-  ExpectInvalid(request_, "height", {"1032", "to 1024"});
+  request_.height = 264;
+  ExpectInvalid(request_, "height", {"264", "to 256"});
 }
 
 TEST_F(ValidateJobRequestTest, StepsMustBeWithinTheLimit) {

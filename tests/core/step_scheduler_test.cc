@@ -216,6 +216,33 @@ TEST_F(StepSchedulerTest, CancelledJobsLeaveTheBatchAtTheNextStepAndQueuedOnesAt
   EXPECT_EQ(queue_->size(), 0);
 }
 
+// CancelJob promises that the job's call ends CANCELLED once it answers OK (Engine::Cancel is
+// Job::RequestStop on a running job), even when the cancel lands during the last step.
+TEST_F(StepSchedulerTest, ACancelDuringTheLastStepEndsTheJobCancelled) {
+  auto a = Push("a", 2);
+  scheduler_->Tick();
+  bool accepted = false;
+  pipeline_.during_step = [&] { accepted = jobs_["a"]->RequestStop(StopReason::kCancelled); };
+  scheduler_->Tick();  // the last step
+  EXPECT_TRUE(accepted);
+  EXPECT_EQ(a->final_status().code(), absl::StatusCode::kCancelled) << a->final_status();
+  EXPECT_FALSE(a->result().has_value());
+}
+
+// Once the worker has claimed a job's result (decoding it), a cancel is refused, so that no
+// CancelJob answers OK for a job that then ends OK.
+TEST_F(StepSchedulerTest, ACancelWhileTheResultIsDecodedIsRefused) {
+  auto a = Push("a", 2);
+  bool accepted = true;
+  pipeline_.during_finish = [&] { accepted = jobs_["a"]->RequestStop(StopReason::kCancelled); };
+  scheduler_->Tick();
+  scheduler_->Tick();
+  EXPECT_FALSE(accepted);
+  EXPECT_TRUE(a->final_status().ok()) << a->final_status();
+  // Shutdown does not take a claimed result away either.
+  EXPECT_FALSE(jobs_["a"]->RequestStop(StopReason::kShutdown));
+}
+
 TEST_F(StepSchedulerTest, AFailingModelCallFailsOnlyItsJobsAndTheWorkerGoesOn) {
   auto a = Push("a", 3);
   auto poison = Push("poison", 3);

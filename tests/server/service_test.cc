@@ -360,7 +360,7 @@ TEST_F(ImageGeneratorServiceTest, InvalidFieldsAreNamed) {
   };
   const std::vector<Case> cases = {
       {"width", [](auto& r) { r.set_width(36); }},
-      {"height", [](auto& r) { r.set_height(1032); }},
+      {"height", [](auto& r) { r.set_height(264); }},
       {"steps", [](auto& r) { r.set_steps(201); }},
       {"sampler", [](auto& r) { r.set_sampler("no-such-sampler"); }},
       {"model", [](auto& r) { r.set_model("sdxl"); }, grpc::StatusCode::NOT_FOUND},

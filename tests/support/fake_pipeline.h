@@ -3,6 +3,7 @@
 #ifndef IMAGEGEN_TESTS_SUPPORT_FAKE_PIPELINE_H_
 #define IMAGEGEN_TESTS_SUPPORT_FAKE_PIPELINE_H_
 
+#include <functional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -64,6 +65,7 @@ class FakePipeline : public Pipeline {
   }
 
   int Step(const std::vector<JobState*>& batch) override {
+    if (during_step) during_step();
     std::vector<std::string> ids;
     int rows = 0;
     for (JobState* s : batch) {
@@ -84,6 +86,7 @@ class FakePipeline : public Pipeline {
   }
 
   absl::StatusOr<std::vector<EncodedImage>> Finish(JobState& job) override {
+    if (during_finish) during_finish();
     auto& f = static_cast<FakeJobState&>(job);
     return std::vector<EncodedImage>(f.images, EncodedImage{"image", 1, 1, 0, 0});
   }
@@ -92,6 +95,9 @@ class FakePipeline : public Pipeline {
   std::vector<std::vector<std::string>> calls;   // job ids per Step call
   std::vector<int> call_rows;
   std::string poison_job_id;
+  // Run inside Step and Finish: what another thread does while the model runs.
+  std::function<void()> during_step;
+  std::function<void()> during_finish;
 };
 
 }  // namespace imagegen::test
