@@ -1,11 +1,16 @@
-// imagegen-loadgen: the load generator of the serving benchmark (issue 5).
+// imagegen-loadgen: the load generator of the serving benchmark (issue 5) and of the soak
+// (bench/soak.sh, issue 8).
 //
 //   imagegen-loadgen --mode=closed --concurrency=4 --requests=40
 //   imagegen-loadgen --mode=poisson --rate=10 --duration_s=10
+//   imagegen-loadgen --mode=poisson --rate=6 --duration_s=600 --mix --cancel_fraction=0.1
+//       --cancel_job_fraction=0.1 --deadline_fraction=0.05         (one command line)
 //
 // Every request is one streaming Generate call with its own seed. The client stamps, per call,
 // its first Progress, its first Progress with previews and its result, and prints one JSON line
-// on stdout (and a readable one on stderr). Like `imagegen` it speaks only the public API.
+// on stdout (and a readable one on stderr). With --mix each request draws its own shape; the
+// --*_fraction flags make some requests cancel themselves or run out of time on purpose, and
+// every end is sorted into expected and unexpected. Like `imagegen` it speaks only the public API.
 #include <grpcpp/grpcpp.h>
 
 #include <algorithm>
@@ -19,6 +24,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <random>
 #include <string>
 #include <thread>
 #include <utility>
@@ -34,6 +40,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
@@ -57,6 +64,16 @@ ABSL_FLAG(std::string, sampler, "", "sampler name; empty: the model's default");
 ABSL_FLAG(uint32_t, preview_every, 1, "a LATENT_APPROX preview every N steps; 0: none");
 ABSL_FLAG(uint64_t, seed, 1, "seed of request 0; request k uses seed + k * num_images");
 ABSL_FLAG(std::string, json, "", "also write the JSON summary to this file");
+ABSL_FLAG(bool, mix, false, "each request draws its own shape (overrides the shape flags)");
+ABSL_FLAG(std::string, mix_samplers,
+          "ddpm,ddim,pndm,euler,euler_a,heun,dpmpp_2m,dpmpp_2m_karras,unipc",
+          "--mix: the samplers to draw from");
+ABSL_FLAG(double, mix_img2img, 0.1, "--mix: share of image-to-image requests");
+ABSL_FLAG(double, cancel_fraction, 0, "share of requests that cancel their own call mid-stream");
+ABSL_FLAG(double, cancel_job_fraction, 0,
+          "share of requests cancelled by a CancelJob call mid-stream");
+ABSL_FLAG(double, deadline_fraction, 0, "share of requests sent with a short deadline");
+ABSL_FLAG(double, short_timeout_s, 0.3, "the short deadlines are drawn from [0.01, this] seconds");
 
 namespace imagegen::loadgen {
 namespace {
@@ -97,12 +114,53 @@ Flags:
   --seed N              request k uses seed N + k * num_images (default 1)
   --json FILE           also write the JSON line to FILE
 
+Soak (bench/soak.sh):
+  --mix                 each request draws its shape from its seed: 1-4 images, 5-40 steps, a
+                        sampler of --mix_samplers, guidance 1 or 1.5-6, 24, 32 or 40 pixels,
+                        a prompt (sometimes a negative one, or none at guidance 1), a priority,
+                        no previews, LATENT_APPROX or VAE_DECODE ones; a --mix_img2img share
+                        (default 0.1) starts from an image the server drew first. The shape
+                        flags above are ignored.
+  --cancel_fraction F   share of requests that cancel their own call (ClientContext::TryCancel)
+                        at a random point: once accepted, or after a random share of the steps
+  --cancel_job_fraction F  share cancelled the same way by a CancelJob call with their job id
+  --deadline_fraction F share sent with a deadline drawn from [0.01, --short_timeout_s] seconds
+                        (default 0.3) instead of --timeout_s
+  Every end is expected or not. Expected: OK (a cancel or a deadline may come too late),
+  RESOURCE_EXHAUSTED before JobAccepted (a full queue), CANCELLED when the request cancelled
+  itself or its CancelJob found the job, DEADLINE_EXCEEDED for a short deadline; CancelJob
+  answering OK or NOT_FOUND (the job had ended). Anything else is unexpected, and so is an OK
+  result with the wrong number of images. The JSON line counts both, per plan.
+
 Exit status: 0 when at least one measured request succeeded; otherwise a failed request's gRPC
 status code (14 UNAVAILABLE when the server cannot be reached).
 )";
 
 // ---------------------------------------------------------------------------------------------
 // One request
+
+// What a request does besides asking for images (--cancel_fraction and its siblings).
+enum class Plan { kPlain, kCancel, kCancelJob, kDeadline };
+
+const char* PlanName(Plan plan) {
+  switch (plan) {
+    case Plan::kPlain: return "plain";
+    case Plan::kCancel: return "cancel";
+    case Plan::kCancelJob: return "cancel_job";
+    case Plan::kDeadline: return "deadline";
+  }
+  return "?";
+}
+
+// A request and how to send it.
+struct RequestSpec {
+  v1::GenerateRequest request;
+  Plan plan = Plan::kPlain;
+  // kCancel, kCancelJob: cancel once accepted when below 0.1, else at the first Progress whose
+  // step reaches this share of its total_steps.
+  double cancel_at = 0;
+  absl::Duration timeout;
+};
 
 // What one request saw. Durations count from its send.
 struct Sample {
@@ -112,6 +170,12 @@ struct Sample {
   std::optional<absl::Duration> first_progress;  // the first Progress of a step (step > 0)
   std::optional<absl::Duration> first_preview;
   Clock::time_point end;  // when the result (or the failure) arrived
+  Plan plan = Plan::kPlain;
+  bool accepted = false;     // JobAccepted arrived: the server queued the job
+  bool cancel_sent = false;  // kCancel, kCancelJob: the cancel went out before the call ended
+  // kCancelJob: the CancelJob call's status and answer, once one was sent.
+  std::optional<grpc::StatusCode> cancel_job_code;
+  bool cancel_job_found = false;
 };
 
 Clock::duration ChronoSeconds(double seconds) {
@@ -124,18 +188,18 @@ absl::Duration Between(Clock::time_point from, Clock::time_point to) {
 
 // One streaming Generate call on gRPC's callback API: gRPC's threads deliver the events, so an
 // open loop can keep hundreds of calls in flight without a thread each. The call deletes itself
-// when it ends, then hands its Sample to `done` (which runs on a gRPC thread).
+// when it has ended, and so has its CancelJob call if it sent one, then hands its Sample to
+// `done` (which runs on a gRPC thread).
 class GenerateCall final : public grpc::ClientReadReactor<v1::GenerateEvent> {
  public:
   using DoneFn = std::function<void(const Sample&)>;
 
   // `sent` is when the request counts as sent; its durations start there.
-  static void Start(Stub* stub, v1::GenerateRequest request, absl::Duration timeout,
-                    Clock::time_point sent, DoneFn done) {
-    auto* call = new GenerateCall(std::move(request), sent, std::move(done));
+  static void Start(Stub* stub, RequestSpec spec, Clock::time_point sent, DoneFn done) {
+    auto* call = new GenerateCall(stub, std::move(spec), sent, std::move(done));
     call->context_.set_deadline(std::chrono::system_clock::now() +
-                                absl::ToChronoMicroseconds(timeout));
-    stub->async()->Generate(&call->context_, &call->request_, call);
+                                absl::ToChronoMicroseconds(call->spec_.timeout));
+    stub->async()->Generate(&call->context_, &call->spec_.request, call);
     call->StartRead(&call->event_);
     call->StartCall();
   }
@@ -143,30 +207,37 @@ class GenerateCall final : public grpc::ClientReadReactor<v1::GenerateEvent> {
   void OnReadDone(bool ok) override {
     if (!ok) return;  // the stream has ended; OnDone follows with its status
     Observe(Clock::now());
+    MaybeCancel();
     StartRead(&event_);
   }
 
   void OnDone(const grpc::Status& status) override {
     sample_.code = status.error_code();
-    // A stream that ends OK without a result is a server bug; count it as a failure.
-    if (status.ok() && !has_result_) sample_.code = grpc::StatusCode::INTERNAL;
+    // A stream that ends OK without a result, or with the wrong number of images, is a server
+    // bug; count it as a failure.
+    const int asked = std::max<int>(spec_.request.num_images(), 1);
+    if (status.ok() && (!has_result_ || sample_.images != asked)) {
+      sample_.code = grpc::StatusCode::INTERNAL;
+    }
     if (sample_.code != grpc::StatusCode::OK) {
       sample_.images = 0;
       sample_.end = Clock::now();
       sample_.latency = Between(sent_, sample_.end);
     }
-    // Deleted first, so that a caller woken by `done` never outlives a call still being torn down.
-    DoneFn done = std::move(done_);
-    const Sample sample = sample_;
-    delete this;
-    done(sample);
+    Release();
   }
 
  private:
-  GenerateCall(v1::GenerateRequest request, Clock::time_point sent, DoneFn done)
-      : request_(std::move(request)), sent_(sent), done_(std::move(done)) {}
+  GenerateCall(Stub* stub, RequestSpec spec, Clock::time_point sent, DoneFn done)
+      : stub_(stub), spec_(std::move(spec)), sent_(sent), done_(std::move(done)) {
+    sample_.plan = spec_.plan;
+  }
 
   void Observe(Clock::time_point now) {
+    if (event_.has_accepted()) {
+      sample_.accepted = true;
+      job_id_ = event_.accepted().job_id();
+    }
     // A Progress at step 0 only reports the queue position; the first step is when work shows.
     if (event_.has_progress() && event_.progress().step() > 0) {
       if (!sample_.first_progress) sample_.first_progress = Between(sent_, now);
@@ -181,35 +252,194 @@ class GenerateCall final : public grpc::ClientReadReactor<v1::GenerateEvent> {
     }
   }
 
+  // Sends the cancel the plan asks for once its point has come. Runs in OnReadDone, before
+  // OnDone can, so that `pending_` counts the CancelJob call before the stream may release.
+  void MaybeCancel() {
+    if (spec_.plan != Plan::kCancel && spec_.plan != Plan::kCancelJob) return;
+    if (sample_.cancel_sent) return;
+    bool due = false;
+    if (event_.has_accepted()) {
+      due = spec_.cancel_at < 0.1;
+    } else if (event_.has_progress() && event_.progress().step() > 0) {
+      due = event_.progress().step() >= spec_.cancel_at * event_.progress().total_steps();
+    }
+    if (!due) return;
+    sample_.cancel_sent = true;
+    if (spec_.plan == Plan::kCancel) {
+      context_.TryCancel();
+      return;
+    }
+    ++pending_;
+    cancel_request_.set_job_id(job_id_);
+    cancel_context_.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    stub_->async()->CancelJob(
+        &cancel_context_, &cancel_request_, &cancel_response_, [this](grpc::Status status) {
+          sample_.cancel_job_code = status.error_code();
+          sample_.cancel_job_found = status.ok() && cancel_response_.cancelled();
+          Release();
+        });
+  }
+
+  // Ends the call once the stream and its CancelJob call (if any) have both ended.
+  void Release() {
+    if (--pending_ > 0) return;
+    // Deleted first, so that a caller woken by `done` never outlives a call still being torn down.
+    DoneFn done = std::move(done_);
+    const Sample sample = sample_;
+    delete this;
+    done(sample);
+  }
+
+  Stub* const stub_;
   grpc::ClientContext context_;
-  const v1::GenerateRequest request_;  // gRPC reads it after Start returns
+  const RequestSpec spec_;  // gRPC reads the request after Start returns
   const Clock::time_point sent_;
   DoneFn done_;
   v1::GenerateEvent event_;  // reused by every read: a result's images are not kept
   bool has_result_ = false;
+  std::string job_id_;  // from JobAccepted
+  // The stream, and the CancelJob call while one is in flight. Their ends may come on two
+  // threads; each writes only its own fields of sample_ before counting down.
+  std::atomic<int> pending_{1};
+  grpc::ClientContext cancel_context_;
+  v1::CancelJobRequest cancel_request_;
+  v1::CancelJobResponse cancel_response_;
   Sample sample_;
 };
 
-uint32_t ImagesPerRequest() { return std::max<uint32_t>(absl::GetFlag(FLAGS_num_images), 1); }
-
-// The request with index `index` (warm-up ones included): its own seeds, so that no two
-// requests draw the same image.
-v1::GenerateRequest RequestFor(int64_t index) {
-  v1::GenerateRequest request;
-  request.set_prompt(absl::GetFlag(FLAGS_prompt));
-  request.set_steps(absl::GetFlag(FLAGS_steps));
-  request.set_num_images(absl::GetFlag(FLAGS_num_images));
-  request.set_guidance_scale(absl::GetFlag(FLAGS_guidance));
-  request.set_sampler(absl::GetFlag(FLAGS_sampler));
-  request.set_seed(absl::GetFlag(FLAGS_seed) + static_cast<uint64_t>(index) * ImagesPerRequest());
-  if (const uint32_t every = absl::GetFlag(FLAGS_preview_every); every > 0) {
-    request.mutable_preview()->set_every_n_steps(every);
-    request.mutable_preview()->set_method(v1::PREVIEW_METHOD_LATENT_APPROX);
+// Whether a request ended as its plan allows (see kUsage, "Soak").
+bool Expected(const Sample& sample) {
+  switch (sample.code) {
+    case grpc::StatusCode::OK:  // a cancel or a deadline may come after the result
+      return true;
+    case grpc::StatusCode::RESOURCE_EXHAUSTED:
+      // A full queue answers before JobAccepted: the load's doing. After it, the code means a
+      // job ran out of memory (core/engine/model_failure), which no load here should cause.
+      return !sample.accepted;
+    case grpc::StatusCode::CANCELLED:
+      return sample.cancel_sent &&
+             (sample.plan == Plan::kCancel ||
+              (sample.plan == Plan::kCancelJob && sample.cancel_job_code == grpc::StatusCode::OK));
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      return sample.plan == Plan::kDeadline;
+    default:
+      return false;
   }
-  return request;
 }
 
-absl::Duration Timeout() { return absl::Seconds(absl::GetFlag(FLAGS_timeout_s)); }
+// Whether a CancelJob call ended as it may: OK, or NOT_FOUND when the job had already ended.
+bool ExpectedCancelJob(grpc::StatusCode code) {
+  return code == grpc::StatusCode::OK || code == grpc::StatusCode::NOT_FOUND;
+}
+
+uint32_t ImagesPerRequest() { return std::max<uint32_t>(absl::GetFlag(FLAGS_num_images), 1); }
+
+// Draws each request: its shape (--mix) or the shape flags, and its plan. Everything a request
+// draws comes from a generator seeded with --seed and its index, so that a run can be repeated.
+// Immutable after construction; thread-safe.
+class RequestPlanner {
+ public:
+  // `init_image`: the PNG that --mix's image-to-image requests start from; empty: none do.
+  // REQUIRES: the flags are parsed.
+  explicit RequestPlanner(std::string init_image)
+      : init_image_(std::move(init_image)),
+        samplers_(absl::StrSplit(absl::GetFlag(FLAGS_mix_samplers), ',', absl::SkipEmpty())),
+        seed_stride_(absl::GetFlag(FLAGS_mix) ? kMixMaxImages : ImagesPerRequest()) {}
+
+  // The request with index `index` (warm-up ones included): its own seeds, so that no two
+  // requests draw the same image.
+  RequestSpec SpecFor(int64_t index) const {
+    std::seed_seq seeds{absl::GetFlag(FLAGS_seed), static_cast<uint64_t>(index)};
+    std::mt19937_64 random(seeds);
+    RequestSpec spec;
+    if (absl::GetFlag(FLAGS_mix)) {
+      spec.request = MixedRequest(random);
+    } else {
+      spec.request = FlagRequest();
+    }
+    spec.request.set_seed(absl::GetFlag(FLAGS_seed) + static_cast<uint64_t>(index) * seed_stride_);
+    spec.timeout = absl::Seconds(absl::GetFlag(FLAGS_timeout_s));
+    const double cancel = absl::GetFlag(FLAGS_cancel_fraction);
+    const double cancel_job = absl::GetFlag(FLAGS_cancel_job_fraction);
+    const double deadline = absl::GetFlag(FLAGS_deadline_fraction);
+    const double u = absl::Uniform(random, 0.0, 1.0);
+    if (u < cancel) {
+      spec.plan = Plan::kCancel;
+    } else if (u < cancel + cancel_job) {
+      spec.plan = Plan::kCancelJob;
+    } else if (u < cancel + cancel_job + deadline) {
+      spec.plan = Plan::kDeadline;
+      spec.timeout = absl::Seconds(
+          absl::Uniform(random, 0.01, std::max(0.01, absl::GetFlag(FLAGS_short_timeout_s))));
+    }
+    spec.cancel_at = absl::Uniform(random, 0.0, 1.0);
+    return spec;
+  }
+
+ private:
+  static constexpr uint32_t kMixMaxImages = 4;
+
+  static v1::GenerateRequest FlagRequest() {
+    v1::GenerateRequest request;
+    request.set_prompt(absl::GetFlag(FLAGS_prompt));
+    request.set_steps(absl::GetFlag(FLAGS_steps));
+    request.set_num_images(absl::GetFlag(FLAGS_num_images));
+    request.set_guidance_scale(absl::GetFlag(FLAGS_guidance));
+    request.set_sampler(absl::GetFlag(FLAGS_sampler));
+    if (const uint32_t every = absl::GetFlag(FLAGS_preview_every); every > 0) {
+      request.mutable_preview()->set_every_n_steps(every);
+      request.mutable_preview()->set_method(v1::PREVIEW_METHOD_LATENT_APPROX);
+    }
+    return request;
+  }
+
+  // A valid request for the default model (32x32, size multiple 8), drawn at random.
+  v1::GenerateRequest MixedRequest(std::mt19937_64& random) const {
+    static constexpr const char* kPrompts[] = {
+        "a pair of trousers", "an ankle boot", "a wool sweater", "some sandals", "a handbag",
+        "a dress",            "a shirt",       "a sneaker",      "a coat",       "a t-shirt"};
+    static constexpr uint32_t kSides[] = {24, 32, 32, 40};
+    v1::GenerateRequest request;
+    const uint32_t steps = absl::Uniform<uint32_t>(absl::IntervalClosed, random, 5, 40);
+    request.set_steps(steps);
+    request.set_num_images(absl::Uniform<uint32_t>(absl::IntervalClosed, random, 1, kMixMaxImages));
+    if (!samplers_.empty()) {
+      request.set_sampler(samplers_[absl::Uniform<size_t>(random, 0, samplers_.size())]);
+    }
+    const bool guided = absl::Bernoulli(random, 0.8);
+    request.set_guidance_scale(guided ? absl::Uniform(random, 1.5f, 6.0f) : 1.0f);
+    // An empty prompt is allowed only without guidance: an unconditional sample.
+    if (guided || absl::Bernoulli(random, 0.5)) {
+      request.set_prompt(kPrompts[absl::Uniform<size_t>(random, 0, std::size(kPrompts))]);
+    }
+    if (guided && absl::Bernoulli(random, 0.2)) request.set_negative_prompt("a bag");
+    request.set_priority(absl::Uniform(absl::IntervalClosed, random, -5, 5));
+    if (!init_image_.empty() && absl::Bernoulli(random, absl::GetFlag(FLAGS_mix_img2img))) {
+      // Its size is the init image's: width and height stay 0. strength * steps >= 1.5.
+      request.set_init_image(init_image_);
+      request.set_strength(absl::Uniform(absl::IntervalClosed, random, 0.3f, 1.0f));
+    } else {
+      const uint32_t side = kSides[absl::Uniform<size_t>(random, 0, std::size(kSides))];
+      request.set_width(side);
+      request.set_height(side);
+    }
+    const double preview = absl::Uniform(random, 0.0, 1.0);
+    if (preview < 0.4) {
+      request.mutable_preview()->set_every_n_steps(
+          std::min(steps, absl::Uniform<uint32_t>(absl::IntervalClosed, random, 1, 5)));
+      request.mutable_preview()->set_method(v1::PREVIEW_METHOD_LATENT_APPROX);
+    } else if (preview < 0.6) {
+      request.mutable_preview()->set_every_n_steps(
+          std::min(steps, absl::Uniform<uint32_t>(absl::IntervalClosed, random, 2, 10)));
+      request.mutable_preview()->set_method(v1::PREVIEW_METHOD_VAE_DECODE);
+    }
+    return request;
+  }
+
+  const std::string init_image_;
+  const std::vector<std::string> samplers_;
+  const uint64_t seed_stride_;  // request k's image i uses seed --seed + k * seed_stride_ + i
+};
 
 // ---------------------------------------------------------------------------------------------
 // Modes
@@ -230,10 +460,10 @@ Clock::time_point LastEnd(const std::vector<Sample>& samples, Clock::time_point 
 }
 
 // Sends request `index` and waits for its end.
-Sample SendAndWait(Stub* stub, int64_t index) {
+Sample SendAndWait(Stub* stub, const RequestPlanner& planner, int64_t index) {
   Sample sample;
   absl::Notification done;
-  GenerateCall::Start(stub, RequestFor(index), Timeout(), Clock::now(), [&](const Sample& s) {
+  GenerateCall::Start(stub, planner.SpecFor(index), Clock::now(), [&](const Sample& s) {
     sample = s;
     done.Notify();
   });
@@ -243,13 +473,16 @@ Sample SendAndWait(Stub* stub, int64_t index) {
 
 // `concurrency` clients, each sending its next request as soon as its previous one ended, until
 // requests first .. first + count - 1 have all ended.
-std::vector<Sample> RunClients(Stub* stub, int concurrency, int64_t first, int64_t count) {
+std::vector<Sample> RunClients(Stub* stub, const RequestPlanner& planner, int concurrency,
+                               int64_t first, int64_t count) {
   std::vector<Sample> samples(count);
   std::atomic<int64_t> next{0};
   std::vector<std::thread> clients;
   for (int c = 0; c < concurrency; ++c) {
     clients.emplace_back([&] {
-      for (int64_t i = next++; i < count; i = next++) samples[i] = SendAndWait(stub, first + i);
+      for (int64_t i = next++; i < count; i = next++) {
+        samples[i] = SendAndWait(stub, planner, first + i);
+      }
     });
   }
   for (std::thread& client : clients) client.join();
@@ -258,13 +491,13 @@ std::vector<Sample> RunClients(Stub* stub, int concurrency, int64_t first, int64
 
 // The warm-up is a phase of its own that is waited for, so that the measured wall time starts
 // with no warm-up request still holding the server.
-Run RunClosed(Stub* stub) {
+Run RunClosed(Stub* stub, const RequestPlanner& planner) {
   const int concurrency = absl::GetFlag(FLAGS_concurrency);
   const int64_t warmup = absl::GetFlag(FLAGS_warmup);
-  RunClients(stub, concurrency, 0, warmup);
+  RunClients(stub, planner, concurrency, 0, warmup);
   const Clock::time_point start = Clock::now();
   Run run;
-  run.samples = RunClients(stub, concurrency, warmup, absl::GetFlag(FLAGS_requests));
+  run.samples = RunClients(stub, planner, concurrency, warmup, absl::GetFlag(FLAGS_requests));
   run.wall = Between(start, LastEnd(run.samples, start));
   return run;
 }
@@ -305,7 +538,7 @@ class Collector {
 // Arrivals follow a schedule drawn in advance of each send, never the completions: a slow
 // server gets the same load as a fast one. Latency counts from the scheduled arrival, so that
 // a sender running late (the server shares the CPUs) cannot hide queueing time.
-Run RunPoisson(Stub* stub) {
+Run RunPoisson(Stub* stub, const RequestPlanner& planner) {
   const double rate = absl::GetFlag(FLAGS_rate);
   const Clock::time_point start = Clock::now();
   const Clock::time_point measured_from = start + ChronoSeconds(absl::GetFlag(FLAGS_warmup_s));
@@ -321,7 +554,7 @@ Run RunPoisson(Stub* stub) {
     run.max_send_lag = std::max(run.max_send_lag, Between(arrival, Clock::now()));
     const bool measured = arrival >= measured_from;
     collector.Started();
-    GenerateCall::Start(stub, RequestFor(index), Timeout(), arrival,
+    GenerateCall::Start(stub, planner.SpecFor(index), arrival,
                         [&collector, measured](const Sample& s) { collector.Ended(s, measured); });
   }
   run.samples = collector.WaitForAll(&run.max_in_flight);
@@ -364,12 +597,27 @@ std::vector<double> SortedMillis(
   return millis;
 }
 
+using Counts = std::map<std::string, int64_t>;  // by status code name
+
 struct Summary {
   int64_t ok = 0;
   int64_t ok_images = 0;
-  std::map<std::string, int64_t> failed;  // by status code name
+  Counts failed;
   std::vector<double> latency_ms, first_preview_ms, first_progress_ms;
+  // Soak accounting: every end by plan, the CancelJob calls' ends, and what was unexpected.
+  std::map<Plan, Counts> by_plan;
+  Counts cancel_job_calls;
+  // CancelJob answered cancelled = true, yet the job ended OK: the cancel found it after its
+  // last step.
+  int64_t cancel_job_late = 0;
+  int64_t expected = 0;
+  Counts unexpected;  // requests by their end, and "CancelJob " + code for CancelJob calls
 };
+
+// gRPC and Abseil share the code numbering, and Abseil has the names.
+std::string CodeName(grpc::StatusCode code) {
+  return absl::StatusCodeToString(static_cast<absl::StatusCode>(code));
+}
 
 Summary Summarize(const std::vector<Sample>& samples) {
   Summary summary;
@@ -378,8 +626,20 @@ Summary Summarize(const std::vector<Sample>& samples) {
       ++summary.ok;
       summary.ok_images += sample.images;
     } else {
-      // gRPC and Abseil share the code numbering, and Abseil has the names.
-      ++summary.failed[absl::StatusCodeToString(static_cast<absl::StatusCode>(sample.code))];
+      ++summary.failed[CodeName(sample.code)];
+    }
+    ++summary.by_plan[sample.plan][CodeName(sample.code)];
+    if (Expected(sample)) {
+      ++summary.expected;
+    } else {
+      ++summary.unexpected[CodeName(sample.code)];
+    }
+    if (sample.cancel_job_code) {
+      ++summary.cancel_job_calls[CodeName(*sample.cancel_job_code)];
+      if (!ExpectedCancelJob(*sample.cancel_job_code)) {
+        ++summary.unexpected[absl::StrCat("CancelJob ", CodeName(*sample.cancel_job_code))];
+      }
+      if (sample.cancel_job_found && sample.code == grpc::StatusCode::OK) ++summary.cancel_job_late;
     }
   }
   summary.latency_ms =
@@ -408,11 +668,29 @@ std::string JsonString(absl::string_view text) {
   return out + "\"";
 }
 
-std::string JsonFailed(const std::map<std::string, int64_t>& failed) {
+std::string JsonFailed(const Counts& failed) {
   std::vector<std::string> fields;
   for (const auto& [code, count] : failed)
     fields.push_back(absl::StrCat(JsonString(code), ":", count));
   return absl::StrCat("{", absl::StrJoin(fields, ","), "}");
+}
+
+int64_t Total(const Counts& counts) {
+  int64_t total = 0;
+  for (const auto& [code, count] : counts) total += count;
+  return total;
+}
+
+// The soak's accounting: {"by_plan":{"plain":{"OK":n,...},...},"cancel_job_calls":{...},...}.
+std::string JsonOutcomes(const Summary& s) {
+  std::vector<std::string> plans;
+  for (const auto& [plan, counts] : s.by_plan)
+    plans.push_back(absl::StrCat(JsonString(PlanName(plan)), ":", JsonFailed(counts)));
+  return absl::StrCat("\"by_plan\":{", absl::StrJoin(plans, ","),
+                      "},\"cancel_job_calls\":", JsonFailed(s.cancel_job_calls),
+                      ",\"cancel_job_late\":", s.cancel_job_late, ",\"expected\":", s.expected,
+                      ",\"unexpected\":", Total(s.unexpected),
+                      ",\"unexpected_by_code\":", JsonFailed(s.unexpected));
 }
 
 // The fields that say what load was offered.
@@ -429,10 +707,20 @@ std::string JsonLoad(const Run& run) {
                     ",\"max_in_flight\":", run.max_in_flight, ",\"max_send_lag_ms\":",
                     JsonNumber(absl::ToDoubleMilliseconds(run.max_send_lag)));
   }
-  absl::StrAppend(&load, ",\"steps\":", absl::GetFlag(FLAGS_steps),
-                  ",\"num_images\":", ImagesPerRequest(),
-                  ",\"sampler\":", JsonString(absl::GetFlag(FLAGS_sampler)),
-                  ",\"preview_every\":", absl::GetFlag(FLAGS_preview_every));
+  if (absl::GetFlag(FLAGS_mix)) {
+    absl::StrAppend(&load, ",\"mix\":true,\"mix_samplers\":",
+                    JsonString(absl::GetFlag(FLAGS_mix_samplers)),
+                    ",\"mix_img2img\":", JsonNumber(absl::GetFlag(FLAGS_mix_img2img)));
+  } else {
+    absl::StrAppend(&load, ",\"steps\":", absl::GetFlag(FLAGS_steps),
+                    ",\"num_images\":", ImagesPerRequest(),
+                    ",\"sampler\":", JsonString(absl::GetFlag(FLAGS_sampler)),
+                    ",\"preview_every\":", absl::GetFlag(FLAGS_preview_every));
+  }
+  absl::StrAppend(&load, ",\"cancel_fraction\":", JsonNumber(absl::GetFlag(FLAGS_cancel_fraction)),
+                  ",\"cancel_job_fraction\":", JsonNumber(absl::GetFlag(FLAGS_cancel_job_fraction)),
+                  ",\"deadline_fraction\":", JsonNumber(absl::GetFlag(FLAGS_deadline_fraction)),
+                  ",\"short_timeout_s\":", JsonNumber(absl::GetFlag(FLAGS_short_timeout_s)));
   return load;
 }
 
@@ -454,7 +742,8 @@ std::string JsonSummary(const Run& run, const Summary& s) {
       "},\"first_preview_ms\":{\"p50\":", JsonNumber(Percentile(s.first_preview_ms, 50)),
       ",\"p95\":", JsonNumber(Percentile(s.first_preview_ms, 95)),
       ",\"p99\":", JsonNumber(Percentile(s.first_preview_ms, 99)),
-      "},\"first_progress_ms\":{\"p50\":", JsonNumber(Percentile(s.first_progress_ms, 50)), "}}");
+      "},\"first_progress_ms\":{\"p50\":", JsonNumber(Percentile(s.first_progress_ms, 50)), "},",
+      JsonOutcomes(s), "}");
 }
 
 std::string Ms(std::optional<double> value) {
@@ -478,6 +767,26 @@ std::string HumanSummary(const Run& run, const Summary& s) {
       Ms(Percentile(s.latency_ms, 99)), Ms(Mean(s.latency_ms)),
       Ms(Percentile(s.first_preview_ms, 50)), Ms(Percentile(s.first_preview_ms, 95)),
       Ms(Percentile(s.first_preview_ms, 99)), Ms(Percentile(s.first_progress_ms, 50)));
+}
+
+// "by plan: plain 90 OK, 2 RESOURCE_EXHAUSTED; cancel 3 CANCELLED, 1 OK; ...; unexpected: 0".
+std::string HumanOutcomes(const Summary& s) {
+  auto join = [](const Counts& counts) {
+    std::vector<std::string> parts;
+    for (const auto& [code, count] : counts) parts.push_back(absl::StrCat(count, " ", code));
+    return absl::StrJoin(parts, ", ");
+  };
+  std::vector<std::string> plans;
+  for (const auto& [plan, counts] : s.by_plan)
+    plans.push_back(absl::StrCat(PlanName(plan), " ", join(counts)));
+  std::string out = absl::StrCat("by plan: ", absl::StrJoin(plans, "; "));
+  if (!s.cancel_job_calls.empty()) {
+    absl::StrAppend(&out, "; CancelJob calls ", join(s.cancel_job_calls), " (", s.cancel_job_late,
+                    " found the job after its last step)");
+  }
+  absl::StrAppend(&out, "; expected ", s.expected, ", unexpected ", Total(s.unexpected));
+  if (!s.unexpected.empty()) absl::StrAppend(&out, " (", join(s.unexpected), ")");
+  return out;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -504,6 +813,18 @@ absl::Status CheckFlags() {
   }
   if (!(absl::GetFlag(FLAGS_timeout_s) > 0))
     return absl::InvalidArgumentError("--timeout_s must be > 0");
+  const double cancel = absl::GetFlag(FLAGS_cancel_fraction);
+  const double cancel_job = absl::GetFlag(FLAGS_cancel_job_fraction);
+  const double deadline = absl::GetFlag(FLAGS_deadline_fraction);
+  const double img2img = absl::GetFlag(FLAGS_mix_img2img);
+  if (!(cancel >= 0 && cancel_job >= 0 && deadline >= 0 && cancel + cancel_job + deadline <= 1))
+    return absl::InvalidArgumentError(
+        "--cancel_fraction, --cancel_job_fraction and --deadline_fraction must be >= 0 and sum "
+        "to at most 1");
+  if (!(img2img >= 0 && img2img <= 1))
+    return absl::InvalidArgumentError("--mix_img2img must be in [0, 1]");
+  if (!(absl::GetFlag(FLAGS_short_timeout_s) > 0))
+    return absl::InvalidArgumentError("--short_timeout_s must be > 0");
   return absl::OkStatus();
 }
 
@@ -519,6 +840,25 @@ absl::StatusOr<std::unique_ptr<Stub>> Connect() {
     return absl::UnavailableError(absl::StrCat("cannot connect to ", server, " within 10 s"));
   }
   return v1::ImageGenerator::NewStub(channel);
+}
+
+// --mix's image-to-image requests start from a picture of the server's own: one unary call at
+// the defaults, before the run. Empty when none is wanted.
+absl::StatusOr<std::string> InitImage(Stub* stub) {
+  if (!absl::GetFlag(FLAGS_mix) || absl::GetFlag(FLAGS_mix_img2img) <= 0) return std::string();
+  v1::GenerateRequest request;
+  request.set_prompt("a pair of trousers");
+  request.set_seed(absl::GetFlag(FLAGS_seed));
+  v1::GenerateResponse response;
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  const grpc::Status status = stub->GenerateImages(&context, request, &response);
+  if (!status.ok()) {
+    return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                        absl::StrCat("the init image for --mix: ", status.error_message()));
+  }
+  if (response.images_size() == 0) return absl::InternalError("the init image for --mix: no image");
+  return response.images(0).data();
 }
 
 absl::Status WriteJson(const std::string& path, const std::string& json) {
@@ -559,13 +899,17 @@ int Main(int argc, char** argv) {
   absl::StatusOr<std::unique_ptr<Stub>> stub = Connect();
   if (!stub.ok()) return Fail(stub.status());
 
-  const Run run =
-      absl::GetFlag(FLAGS_mode) == "closed" ? RunClosed(stub->get()) : RunPoisson(stub->get());
+  absl::StatusOr<std::string> init_image = InitImage(stub->get());
+  if (!init_image.ok()) return Fail(init_image.status());
+  const RequestPlanner planner(*std::move(init_image));
+
+  const Run run = absl::GetFlag(FLAGS_mode) == "closed" ? RunClosed(stub->get(), planner)
+                                                        : RunPoisson(stub->get(), planner);
   const Summary summary = Summarize(run.samples);
   const std::string json = JsonSummary(run, summary);
   std::printf("%s\n", json.c_str());
   std::fflush(stdout);
-  absl::FPrintF(stderr, "%s\n", HumanSummary(run, summary));
+  absl::FPrintF(stderr, "%s\n%s\n", HumanSummary(run, summary), HumanOutcomes(summary));
   if (const std::string path = absl::GetFlag(FLAGS_json); !path.empty()) {
     if (absl::Status status = WriteJson(path, json); !status.ok()) return Fail(status);
   }
