@@ -37,19 +37,9 @@
 #include "tests/support/test_bundle.h"
 
 // The allocating fault asks for 1 PiB. AddressSanitizer and ThreadSanitizer end the process on
-// an allocation they cannot serve unless told to fail it as malloc does; these tests need the
-// failure LibTorch sees without them.
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define IMAGEGEN_FAULT_TEST_SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define IMAGEGEN_FAULT_TEST_SANITIZED 1
-#endif
-#endif
-#ifdef IMAGEGEN_FAULT_TEST_SANITIZED
-extern "C" const char* __asan_default_options() { return "allocator_may_return_null=1"; }
-extern "C" const char* __tsan_default_options() { return "allocator_may_return_null=1"; }
-#endif
+// an allocation they cannot serve unless told to fail it as malloc does; the sanitizer builds
+// tell them so (allocator_may_return_null in tests/sanitizers/asan_defaults.cc and
+// tsan_defaults.cc), so these tests see the failure LibTorch sees without them.
 
 namespace imagegen {
 namespace {
