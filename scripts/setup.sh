@@ -17,6 +17,8 @@ build_packages=(
   # tests make their certificates)
   python3 python3-torch python3-numpy python3-pil python3-grpcio python3-protobuf python3-yaml prometheus
   openssl
+  # the sanitizer builds of the tests and the libFuzzer target (scripts/sanitize.sh)
+  clang-14 libclang-rt-14-dev
   # the default model's training data
   dataset-fashion-mnist
 )
