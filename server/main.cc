@@ -1,4 +1,5 @@
 // imagegen-server: serves latent diffusion image generation over gRPC (README.md, "Flags").
+#include <malloc.h>
 #include <signal.h>
 
 #include <ATen/Parallel.h>
@@ -45,6 +46,10 @@ ABSL_FLAG(int, drain_timeout_s, 30,
           "On SIGTERM or SIGINT: how long running and queued jobs may take to finish before the "
           "rest end UNAVAILABLE.");
 ABSL_FLAG(bool, request_log, true, "One JSON line per request on stderr.");
+ABSL_FLAG(int, malloc_arena_max, 2,
+          "glibc malloc arenas (mallopt M_ARENA_MAX); 0: glibc's default (8 per core). With one arena "
+          "per gRPC thread, freed memory stays spread over many arenas and RSS creeps up under long "
+          "load (bench/RESULTS.md, \"Soak\").");
 ABSL_FLAG(int, max_steps, imagegen::RequestLimits{}.max_steps, "Largest steps a request may ask for.");
 ABSL_FLAG(int, max_images, imagegen::RequestLimits{}.max_images, "Largest num_images a request may ask for.");
 ABSL_FLAG(int, max_prompt_chars, imagegen::RequestLimits{}.max_prompt_chars, "Longest prompt (and negative prompt), in bytes of UTF-8.");
@@ -79,6 +84,8 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("imagegen-server: latent diffusion image generation over gRPC.\n"
                                "  imagegen-server --listen=0.0.0.0:50051 --model_dir=models");
   absl::ParseCommandLine(argc, argv);
+  // Before any thread starts, so that every thread shares the few arenas.
+  if (absl::GetFlag(FLAGS_malloc_arena_max) > 0) mallopt(M_ARENA_MAX, absl::GetFlag(FLAGS_malloc_arena_max));
 
   if (absl::GetFlag(FLAGS_interop_threads) > 0) at::set_num_interop_threads(absl::GetFlag(FLAGS_interop_threads));
 
