@@ -27,7 +27,9 @@ Engine::Engine(const Options& options, const Clock* clock, EngineObserver* obser
     : options_(options),
       clock_(clock != nullptr ? clock : &real_clock_),
       observer_(observer),
-      queue_(options.max_queue, options.priority_aging, clock_) {}
+      queue_(options.max_queue, options.priority_aging, clock_, [observer](int size) {
+        if (observer != nullptr) observer->OnQueueDepth(size);
+      }) {}
 
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const Options& options,
                                                       const std::vector<std::string>& bundle_dirs,
@@ -123,13 +125,11 @@ absl::Status Engine::Submit(JobRequest request, std::shared_ptr<JobListener> lis
     if (s.code() == absl::StatusCode::kResourceExhausted && observer_) observer_->OnJobRejected(job->request.model);
     return s;
   }
-  if (observer_) observer_->OnQueueDepth(queue_.size());
   return absl::OkStatus();
 }
 
 bool Engine::Cancel(const std::string& job_id) {
   if (std::shared_ptr<Job> queued = queue_.Remove(job_id)) {
-    if (observer_) observer_->OnQueueDepth(queue_.size());
     // gRPC cancels a call whose deadline passed: end it as what it is (StepScheduler::StopStatus
     // does the same for a running job).
     Finish(*queued,
@@ -169,7 +169,6 @@ void Engine::Shutdown() {
   }
   std::vector<std::shared_ptr<Job>> queued = queue_.Close();
   for (const auto& job : queued) Finish(*job, absl::UnavailableError("the server is shutting down"), nullptr);
-  if (!queued.empty() && observer_) observer_->OnQueueDepth(0);
   stop_workers_.store(true);
   absl::MutexLock lock(&join_mu_);
   if (joined_) return;
@@ -204,7 +203,6 @@ void Engine::OnJobStarted(Job& job) {
   job.started.store(true);
   const int active = ++active_jobs_;
   if (observer_) {
-    observer_->OnQueueDepth(queue_.size());
     observer_->OnActiveJobs(active);
     observer_->OnJobStarted(job.request.model, clock_->Now() - job.accepted_at);
   }

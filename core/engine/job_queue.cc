@@ -4,8 +4,8 @@
 
 namespace imagegen {
 
-JobQueue::JobQueue(int capacity, absl::Duration aging, const Clock* clock)
-    : capacity_(capacity), aging_(aging), clock_(clock) {}
+JobQueue::JobQueue(int capacity, absl::Duration aging, const Clock* clock, std::function<void(int)> on_size)
+    : capacity_(capacity), aging_(aging), clock_(clock), on_size_(std::move(on_size)) {}
 
 double JobQueue::Key(const Job& job) const {
   // priority + (now - accepted) / aging, less the common now / aging: fixed while it waits.
@@ -31,7 +31,7 @@ absl::Status JobQueue::Push(std::shared_ptr<Job> job) {
   const int position = static_cast<int>(std::distance(jobs_.begin(), it));
   job->last_position = position;
   job->listener->OnAccepted(job->request.job_id, position);
-  AnnouncePositions();
+  Changed();
   return absl::OkStatus();
 }
 
@@ -43,7 +43,7 @@ std::vector<std::shared_ptr<Job>> JobQueue::PopWhile(const std::function<bool(co
     queued_rows_ -= out.back()->rows();
     jobs_.erase(jobs_.begin());
   }
-  if (!out.empty()) AnnouncePositions();
+  if (!out.empty()) Changed();
   return out;
 }
 
@@ -54,7 +54,7 @@ std::shared_ptr<Job> JobQueue::Remove(const std::string& job_id) {
       std::shared_ptr<Job> job = *it;
       queued_rows_ -= job->rows();
       jobs_.erase(it);
-      AnnouncePositions();
+      Changed();
       return job;
     }
   }
@@ -73,7 +73,7 @@ std::vector<std::shared_ptr<Job>> JobQueue::RemoveExpired(absl::Time now) {
       ++it;
     }
   }
-  if (!out.empty()) AnnouncePositions();
+  if (!out.empty()) Changed();
   return out;
 }
 
@@ -83,6 +83,7 @@ std::vector<std::shared_ptr<Job>> JobQueue::Close() {
   std::vector<std::shared_ptr<Job>> out(jobs_.begin(), jobs_.end());
   jobs_.clear();
   queued_rows_ = 0;
+  Changed();
   return out;
 }
 
@@ -109,7 +110,7 @@ bool JobQueue::closed() const {
   return closed_;
 }
 
-void JobQueue::AnnouncePositions() {
+void JobQueue::Changed() {
   int position = 0;
   for (const std::shared_ptr<Job>& job : jobs_) {
     if (job->last_position != position) {
@@ -118,6 +119,7 @@ void JobQueue::AnnouncePositions() {
     }
     ++position;
   }
+  if (on_size_) on_size_(static_cast<int>(jobs_.size()));
 }
 
 }  // namespace imagegen

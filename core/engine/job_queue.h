@@ -56,8 +56,11 @@ struct Job {
 // Listeners hear their position (jobs ahead) at admission and whenever it changes.
 class JobQueue {
  public:
-  // REQUIRES: capacity >= 1, aging > 0. `clock` must outlive the queue.
-  JobQueue(int capacity, absl::Duration aging, const Clock* clock);
+  // REQUIRES: capacity >= 1, aging > 0. `clock` must outlive the queue. `on_size` (may be
+  // empty) hears the new number of queued jobs after every change, under the queue's lock, so
+  // that the reports of concurrent changes arrive in the order of the changes (a gauge fed from
+  // it is never left stale). It must not block or call back into the queue.
+  JobQueue(int capacity, absl::Duration aging, const Clock* clock, std::function<void(int)> on_size = nullptr);
 
   // Queues `job` and calls its listener's OnAccepted with its position, under the queue's lock
   // so that it precedes every later event. RESOURCE_EXHAUSTED when full, UNAVAILABLE after
@@ -90,12 +93,14 @@ class JobQueue {
     bool operator()(const std::shared_ptr<Job>& a, const std::shared_ptr<Job>& b) const;
   };
   double Key(const Job& job) const;
-  // Tells every queued job whose position changed its new position.
-  void AnnouncePositions() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // After every change: tells every queued job whose position changed its new position, and
+  // `on_size_` the new size.
+  void Changed() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const int capacity_;
   const absl::Duration aging_;
   const Clock* const clock_;
+  const std::function<void(int)> on_size_;
   mutable absl::Mutex mu_;
   std::set<std::shared_ptr<Job>, Order> jobs_ ABSL_GUARDED_BY(mu_);
   int queued_rows_ ABSL_GUARDED_BY(mu_) = 0;

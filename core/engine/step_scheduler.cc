@@ -35,7 +35,6 @@ int StepScheduler::running_rows() const {
 bool StepScheduler::Tick() {
   ++tick_;
   std::vector<std::shared_ptr<Job>> expired = queue_->RemoveExpired(clock_->Now());
-  if (!expired.empty() && observer_) observer_->OnQueueDepth(queue_->size());
   for (std::shared_ptr<Job>& job : expired) {
     on_end_(*job, absl::DeadlineExceededError(absl::StrCat("job ", job->request.job_id,
                                                            " passed its deadline while queued")),

@@ -352,5 +352,36 @@ TEST(JobQueue, FullQueueIsRefusedAtOnceAndClosedQueueIsUnavailable) {
   EXPECT_EQ(queue.Push(make("c")).code(), absl::StatusCode::kUnavailable);
 }
 
+// The queue-depth gauge is fed from the queue's own lock, so concurrent changes report in order
+// and the last report is the size the queue has.
+TEST(JobQueue, ReportsItsSizeAfterEveryChange) {
+  FakeClock clock;
+  std::vector<int> sizes;
+  JobQueue queue(4, absl::Seconds(10), &clock, [&](int size) { sizes.push_back(size); });
+  uint64_t sequence = 0;
+  auto make = [&](const std::string& id, absl::Time deadline = absl::InfiniteFuture()) {
+    auto job = std::make_shared<Job>();
+    job->sequence = sequence++;  // admission order: the queue's tie-break
+    job->request.job_id = id;
+    job->request.num_images = 1;
+    job->request.deadline = deadline;
+    job->listener = std::make_shared<FakeJobListener>();
+    job->accepted_at = clock.Now();
+    return job;
+  };
+  ASSERT_TRUE(queue.Push(make("a")).ok());
+  ASSERT_TRUE(queue.Push(make("b", clock.Now() + absl::Seconds(1))).ok());
+  ASSERT_TRUE(queue.Push(make("c")).ok());
+  ASSERT_TRUE(queue.Push(make("d")).ok());
+  EXPECT_EQ(queue.Push(make("refused")).code(), absl::StatusCode::kResourceExhausted);  // no change
+  EXPECT_EQ(queue.PopWhile([](const Job&) { return false; }).size(), 0u);                // no change
+  EXPECT_NE(queue.Remove("c"), nullptr);
+  clock.Advance(absl::Seconds(2));
+  EXPECT_EQ(queue.RemoveExpired(clock.Now()).size(), 1u);
+  EXPECT_EQ(queue.PopWhile([](const Job& job) { return job.request.job_id == "a"; }).size(), 1u);
+  EXPECT_EQ(queue.Close().size(), 1u);
+  EXPECT_EQ(sizes, (std::vector<int>{1, 2, 3, 4, 3, 2, 1, 0}));
+}
+
 }  // namespace
 }  // namespace imagegen
