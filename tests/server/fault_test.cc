@@ -112,27 +112,11 @@ class EndCounter {
   int ended_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
-// A GenerateImages call with the callback API, so that a test holds many open without a thread
-// each. The destructor cancels the call and waits for its end.
-class UnaryCall {
+// How a callback-API call ends: once, with a status, counted. The owner's destructor cancels the
+// call and waits for End (a reactor must outlive its call).
+class CallEnd {
  public:
-  UnaryCall(v1::ImageGenerator::Stub& stub, v1::GenerateRequest request, EndCounter* counter = nullptr)
-      : request_(std::move(request)), counter_(counter) {
-    context_.set_deadline(std::chrono::system_clock::now() + test::kCallTimeout);
-    stub.async()->GenerateImages(&context_, &request_, &response_, [this](grpc::Status status) {
-      {
-        absl::MutexLock lock(&mu_);
-        status_ = std::move(status);
-        ended_ = true;
-      }
-      if (counter_ != nullptr) counter_->Add();
-      done_.Notify();
-    });
-  }
-  ~UnaryCall() {
-    context_.TryCancel();
-    done_.WaitForNotification();
-  }
+  explicit CallEnd(EndCounter* counter) : counter_(counter) {}
 
   bool WaitForEnd() { return done_.WaitForNotificationWithTimeout(test::kTestTimeout); }
   // True from before the call counts itself ended.
@@ -144,6 +128,42 @@ class UnaryCall {
     absl::MutexLock lock(&mu_);
     return status_;
   }
+
+ protected:
+  void End(grpc::Status status) {
+    {
+      absl::MutexLock lock(&mu_);
+      status_ = std::move(status);
+      ended_ = true;
+    }
+    if (counter_ != nullptr) counter_->Add();
+    done_.Notify();
+  }
+  void WaitForEndForever() { done_.WaitForNotification(); }
+
+  mutable absl::Mutex mu_;
+
+ private:
+  EndCounter* const counter_;
+  grpc::Status status_ ABSL_GUARDED_BY(mu_);
+  bool ended_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Notification done_;
+};
+
+// A GenerateImages call with the callback API, so that a test holds many open without a thread
+// each.
+class UnaryCall : public CallEnd {
+ public:
+  UnaryCall(v1::ImageGenerator::Stub& stub, v1::GenerateRequest request, EndCounter* counter = nullptr)
+      : CallEnd(counter), request_(std::move(request)) {
+    context_.set_deadline(std::chrono::system_clock::now() + test::kCallTimeout);
+    stub.async()->GenerateImages(&context_, &request_, &response_, [this](grpc::Status status) { End(status); });
+  }
+  ~UnaryCall() {
+    context_.TryCancel();
+    WaitForEndForever();
+  }
+
   // REQUIRES: WaitForEnd() returned true.
   const v1::GenerateResponse& response() const { return response_; }
 
@@ -151,19 +171,13 @@ class UnaryCall {
   grpc::ClientContext context_;
   const v1::GenerateRequest request_;
   v1::GenerateResponse response_;
-  EndCounter* const counter_;
-  mutable absl::Mutex mu_;
-  grpc::Status status_ ABSL_GUARDED_BY(mu_);
-  bool ended_ ABSL_GUARDED_BY(mu_) = false;
-  absl::Notification done_;
 };
 
-// A Generate call with the callback API: keeps its events, ends once with its status. The
-// destructor cancels the call and waits for its end.
-class StreamCall : public grpc::ClientReadReactor<v1::GenerateEvent> {
+// A Generate call with the callback API: keeps its events, ends once with its status.
+class StreamCall : public grpc::ClientReadReactor<v1::GenerateEvent>, public CallEnd {
  public:
   StreamCall(v1::ImageGenerator::Stub& stub, v1::GenerateRequest request, EndCounter* counter = nullptr)
-      : request_(std::move(request)), counter_(counter) {
+      : CallEnd(counter), request_(std::move(request)) {
     context_.set_deadline(std::chrono::system_clock::now() + test::kCallTimeout);
     stub.async()->Generate(&context_, &request_, this);
     StartRead(&event_);
@@ -171,7 +185,7 @@ class StreamCall : public grpc::ClientReadReactor<v1::GenerateEvent> {
   }
   ~StreamCall() override {
     context_.TryCancel();
-    done_.WaitForNotification();
+    WaitForEndForever();
   }
 
   void OnReadDone(bool ok) override {
@@ -182,26 +196,8 @@ class StreamCall : public grpc::ClientReadReactor<v1::GenerateEvent> {
     }
     StartRead(&event_);
   }
-  void OnDone(const grpc::Status& status) override {
-    {
-      absl::MutexLock lock(&mu_);
-      status_ = status;
-      ended_ = true;
-    }
-    if (counter_ != nullptr) counter_->Add();
-    done_.Notify();
-  }
+  void OnDone(const grpc::Status& status) override { End(status); }
 
-  bool WaitForEnd() { return done_.WaitForNotificationWithTimeout(test::kTestTimeout); }
-  // True from before the call counts itself ended.
-  bool ended() const {
-    absl::MutexLock lock(&mu_);
-    return ended_;
-  }
-  grpc::Status status() const {
-    absl::MutexLock lock(&mu_);
-    return status_;
-  }
   std::vector<v1::GenerateEvent> events() const {
     absl::MutexLock lock(&mu_);
     return events_;
@@ -210,13 +206,8 @@ class StreamCall : public grpc::ClientReadReactor<v1::GenerateEvent> {
  private:
   grpc::ClientContext context_;
   const v1::GenerateRequest request_;
-  EndCounter* const counter_;
   v1::GenerateEvent event_;  // the read in flight; only gRPC touches it until OnReadDone
-  mutable absl::Mutex mu_;
   std::vector<v1::GenerateEvent> events_ ABSL_GUARDED_BY(mu_);
-  grpc::Status status_ ABSL_GUARDED_BY(mu_);
-  bool ended_ ABSL_GUARDED_BY(mu_) = false;
-  absl::Notification done_;
 };
 
 class FaultTest : public ::testing::Test {
