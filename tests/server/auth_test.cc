@@ -223,10 +223,12 @@ class AuthServerTest : public ::testing::Test {
     server_ = *std::move(server);
   }
 
-  // A server that wants kToken (or kOtherToken) on a plaintext port.
-  void StartWithTokens() {
+  // A server that wants kToken (or kOtherToken) on a plaintext port; `metrics_listen` as in
+  // ServerOptions (Options() turns the endpoint off).
+  void StartWithTokens(const std::string& metrics_listen = "") {
     WriteAll(scratch_.path() / "tokens.txt", absl::StrCat("# test tokens\n", kToken, "\n", kOtherToken, "\n"));
     ServerOptions options = Options();
+    options.metrics_listen = metrics_listen;
     options.auth_tokens_file = (scratch_.path() / "tokens.txt").string();
     Start(options);
   }
@@ -325,7 +327,7 @@ TEST_F(AuthServerTest, MutualTlsServesOnlyClientsWithACertificateFromTheCa) {
 }
 
 TEST_F(AuthServerTest, EveryMethodWantsTheToken) {
-  StartWithTokens();
+  StartWithTokens("127.0.0.1:0");
   auto stub = Stub(grpc::InsecureChannelCredentials());
 
   grpc::Status status = ListModels(*stub);
@@ -349,6 +351,12 @@ TEST_F(AuthServerTest, EveryMethodWantsTheToken) {
   EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAUTHENTICATED) << status.error_message();
   status = stub->CancelJob(NewContext(kToken).get(), cancel, &cancelled);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::NOT_FOUND) << status.error_message();
+
+  // The four refusals are counted, under the model "unknown" whatever the request named.
+  auto metrics = test::HttpGet(server_->metrics_port(), "/metrics");
+  ASSERT_TRUE(metrics.ok()) << metrics.status();
+  EXPECT_TRUE(absl::StrContains(*metrics, R"(imagegen_requests_total{model="unknown",outcome="unauthenticated"} 4)"))
+      << *metrics;
 }
 
 TEST_F(AuthServerTest, OnlyAListedTokenIsServed) {
