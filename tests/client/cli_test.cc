@@ -84,6 +84,22 @@ TEST(FormatModelsTable, SaysWhenThereAreNoModels) {
   EXPECT_NE(FormatModelsTable({}).find("no models"), std::string::npos);
 }
 
+TEST(ParseBearerToken, TakesTheFirstTokenLineLikeTheServersFile) {
+  auto token = ParseBearerToken("# my token\n\n  s3cr3t-Token_1  \r\nsecond\n", "t.txt");
+  ASSERT_TRUE(token.ok()) << token.status();
+  EXPECT_EQ(*token, "s3cr3t-Token_1");
+}
+
+TEST(ParseBearerToken, RefusesNoTokenOrABadOneWithoutEchoingIt) {
+  auto none = ParseBearerToken("# only a comment\n\n", "t.txt");
+  ASSERT_FALSE(none.ok());
+  EXPECT_EQ(none.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(none.status().message().find("t.txt"), std::string::npos) << none.status();
+  auto spaced = ParseBearerToken("two words-secret\n", "t.txt");
+  ASSERT_FALSE(spaced.ok());
+  EXPECT_EQ(spaced.status().message().find("words-secret"), std::string::npos) << spaced.status();
+}
+
 TEST(ExitCode, IsTheStatusCodeNumber) {
   EXPECT_EQ(ExitCode(absl::OkStatus()), 0);
   EXPECT_EQ(ExitCode(absl::CancelledError("")), 1);
