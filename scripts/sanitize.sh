@@ -35,7 +35,7 @@ case "$kind" in
     extra_targets=(generate_request_replay generate_request_fuzzer)
     run_extra() {
       step "fuzz (fuzz_replay, fuzz_generate_request)"
-      if ctest --test-dir "$build_dir" --output-on-failure -R '^fuzz_'; then
+      if ctest --test-dir "$build_dir" --output-on-failure --no-tests=error -R '^fuzz_'; then
         step_done fuzz
       else
         step_done "fuzz (failed)"
@@ -63,7 +63,7 @@ step_done build
 
 # The model bundles the tests load: CTest's fixture setup tests (export_test_bundle, ...).
 step "export the test bundles"
-ctest --test-dir "$build_dir" --output-on-failure -R '^export_'
+ctest --test-dir "$build_dir" --output-on-failure --no-tests=error -R '^export_'
 step_done "export the test bundles"
 
 failed=()

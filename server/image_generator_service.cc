@@ -147,11 +147,11 @@ class GenerateReactor : public grpc::ServerWriteReactor<v1::GenerateEvent>,
       writing_ = false;
       if (!ok && !error_) error_ = grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
     }
-    if (!ok) engine_->Cancel(job_.job_id);
+    if (!ok) engine_->Cancel(job_.job_id, this);
     Pump();
   }
 
-  void OnCancel() override { engine_->Cancel(job_.job_id); }
+  void OnCancel() override { engine_->Cancel(job_.job_id, this); }
 
   void OnDone() override { self_.reset(); }
 
@@ -241,7 +241,7 @@ class GenerateImagesReactor : public grpc::ServerUnaryReactor,
     Finish(ToGrpcStatus(status));
   }
 
-  void OnCancel() override { engine_->Cancel(job_.job_id); }
+  void OnCancel() override { engine_->Cancel(job_.job_id, this); }
   void OnDone() override { self_.reset(); }
 
  private:

@@ -128,8 +128,8 @@ absl::Status Engine::Submit(JobRequest request, std::shared_ptr<JobListener> lis
   return absl::OkStatus();
 }
 
-bool Engine::Cancel(const std::string& job_id) {
-  if (std::shared_ptr<Job> queued = queue_.Remove(job_id)) {
+bool Engine::Cancel(const std::string& job_id, const JobListener* owner) {
+  if (std::shared_ptr<Job> queued = queue_.Remove(job_id, owner)) {
     // gRPC cancels a call whose deadline passed: end it as what it is (StepScheduler::StopStatus
     // does the same for a running job).
     Finish(*queued,
@@ -141,7 +141,7 @@ bool Engine::Cancel(const std::string& job_id) {
   }
   absl::MutexLock lock(&mu_);
   auto it = jobs_.find(job_id);
-  if (it == jobs_.end()) return false;
+  if (it == jobs_.end() || (owner != nullptr && it->second->listener.get() != owner)) return false;
   // Running (or between the queue and a worker): the worker ends it at the next step boundary,
   // unless it has already claimed the job's result (kFinishing): then it is too late.
   return it->second->RequestStop(StopReason::kCancelled);
@@ -209,6 +209,16 @@ void Engine::OnJobStarted(Job& job) {
 }
 
 void Engine::Finish(Job& job, absl::Status status, JobResult* result) {
+  // The end is decided here, once. A cancel that Cancel accepted before it wins over a failure
+  // found since (CancelJob's OK promises CANCELLED); from here on Cancel answers false.
+  // (A result is only delivered once its worker has claimed it, kFinishing, so an OK status
+  // never meets a requested stop.)
+  int stop = static_cast<int>(StopReason::kNone);
+  if (!job.stop.compare_exchange_strong(stop, static_cast<int>(StopReason::kFinishing)) &&
+      stop == static_cast<int>(StopReason::kCancelled) && !status.ok() &&
+      status.code() != absl::StatusCode::kCancelled && status.code() != absl::StatusCode::kDeadlineExceeded) {
+    status = absl::CancelledError(absl::StrCat("job ", job.request.job_id, " was cancelled"));
+  }
   if (job.started.load()) {
     const int active = --active_jobs_;
     if (observer_) observer_->OnActiveJobs(active);

@@ -85,8 +85,11 @@ class Engine {
 
   // Cancels a queued or running job: a queued one ends now, a running one at its next step
   // boundary, both with CANCELLED (DEADLINE_EXCEEDED once the job's deadline has passed, as when
-  // gRPC cancels a call at its deadline). False when no such job is queued or running.
-  bool Cancel(const std::string& job_id);
+  // gRPC cancels a call at its deadline). False when no such job is queued or running, or when
+  // its end is already decided (its result is being decoded, or it failed). With `owner`, only
+  // the job whose listener that is: a call cancels its own job, never a later one that reused
+  // the id or the one whose id made it ALREADY_EXISTS.
+  bool Cancel(const std::string& job_id, const JobListener* owner = nullptr);
 
   // Stops admission: Submit answers UNAVAILABLE from now on; queued and running jobs go on.
   void StopAccepting();

@@ -47,10 +47,10 @@ std::vector<std::shared_ptr<Job>> JobQueue::PopWhile(const std::function<bool(co
   return out;
 }
 
-std::shared_ptr<Job> JobQueue::Remove(const std::string& job_id) {
+std::shared_ptr<Job> JobQueue::Remove(const std::string& job_id, const JobListener* owner) {
   absl::MutexLock lock(&mu_);
   for (auto it = jobs_.begin(); it != jobs_.end(); ++it) {
-    if ((*it)->request.job_id == job_id) {
+    if ((*it)->request.job_id == job_id && (owner == nullptr || (*it)->listener.get() == owner)) {
       std::shared_ptr<Job> job = *it;
       queued_rows_ -= job->rows();
       jobs_.erase(it);

@@ -71,8 +71,9 @@ class JobQueue {
   // refuses, so that a large job at the head is not overtaken forever by smaller ones.
   std::vector<std::shared_ptr<Job>> PopWhile(const std::function<bool(const Job&)>& fits);
 
-  // Removes and returns the job with this id; nullptr when it is not queued.
-  std::shared_ptr<Job> Remove(const std::string& job_id);
+  // Removes and returns the job with this id (and, when `owner` is given, that listener);
+  // nullptr when it is not queued.
+  std::shared_ptr<Job> Remove(const std::string& job_id, const JobListener* owner = nullptr);
   // Removes and returns the jobs whose deadline is at or before `now`.
   std::vector<std::shared_ptr<Job>> RemoveExpired(absl::Time now);
   // Refuses further pushes, wakes every waiter, and returns what was queued.

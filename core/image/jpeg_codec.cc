@@ -28,6 +28,19 @@ void OnError(j_common_ptr cinfo) {
 
 void OnMessage(j_common_ptr) {}  // Warnings are not worth a log line per request.
 
+// A progressive JPEG may hold any number of scans, each a full pass over the image: a few KB of
+// them cost seconds of decoding on the gRPC thread. Real encoders write about ten; refuse more
+// than this (the cap libjpeg-turbo's djpeg -maxscans suggests for untrusted input).
+constexpr int kMaxJpegScans = 100;
+
+void OnProgress(j_common_ptr cinfo) {
+  auto* decompress = reinterpret_cast<j_decompress_ptr>(cinfo);
+  if (decompress->input_scan_number <= kMaxJpegScans) return;
+  auto* err = reinterpret_cast<ErrorManager*>(cinfo->err);
+  std::snprintf(err->message, sizeof(err->message), "more than %d progressive scans", kMaxJpegScans);
+  std::longjmp(err->jump, 1);
+}
+
 }  // namespace
 
 absl::StatusOr<std::string> EncodeJpeg(const RasterImage& image, int quality) {
@@ -84,11 +97,14 @@ std::string ReadJpeg(absl::string_view data, int max_side, RasterImage* out) {
   cinfo.err = jpeg_std_error(&err.pub);
   err.pub.error_exit = OnError;
   err.pub.output_message = OnMessage;
+  jpeg_progress_mgr progress{};
+  progress.progress_monitor = OnProgress;
   if (setjmp(err.jump)) {
     jpeg_destroy_decompress(&cinfo);
     return err.message;
   }
   jpeg_create_decompress(&cinfo);
+  cinfo.progress = &progress;
   jpeg_mem_src(&cinfo, reinterpret_cast<const unsigned char*>(data.data()), data.size());
   jpeg_read_header(&cinfo, TRUE);
   if (cinfo.image_width > static_cast<JDIMENSION>(max_side) || cinfo.image_height > static_cast<JDIMENSION>(max_side)) {

@@ -18,6 +18,7 @@
 #include "core/model/model_config.h"
 #include "tests/support/fake_engine_observer.h"
 #include "tests/support/fake_job_listener.h"
+#include "tests/support/fake_pipeline.h"
 #include "tests/support/test_bundle.h"
 
 namespace imagegen {
@@ -324,6 +325,51 @@ TEST_F(EngineTest, CancelOfARunningJobEndsItAtTheNextStep) {
 }
 
 TEST_F(EngineTest, CancelOfAnUnknownJobIsFalse) { EXPECT_FALSE(engine_->Cancel("never-submitted")); }
+
+// A call cancels only its own job (the server passes the reactor as owner): not one whose id made
+// it ALREADY_EXISTS, nor a later job that reused the id.
+TEST_F(EngineTest, CancelWithAnOwnerCancelsOnlyThatListenersJob) {
+  auto running = PinWorker("running", /*step=*/1, /*steps=*/10);
+  auto queued = NewListener();
+  ASSERT_TRUE(engine_->Submit(TinyJobRequest("queued"), queued).ok());
+  auto stranger = NewListener();
+  EXPECT_FALSE(engine_->Cancel("running", stranger.get()));
+  EXPECT_FALSE(engine_->Cancel("queued", stranger.get()));
+  EXPECT_EQ(engine_->queue_depth(), 1);
+  EXPECT_TRUE(engine_->Cancel("queued", queued.get()));
+  EXPECT_TRUE(engine_->Cancel("running", running.get()));
+  running->Release();
+  ASSERT_TRUE(running->WaitForEnd());
+  EXPECT_EQ(running->final_status().code(), absl::StatusCode::kCancelled) << running->final_status();
+  EXPECT_EQ(queued->final_status().code(), absl::StatusCode::kCancelled) << queued->final_status();
+}
+
+// CancelJob's OK promises CANCELLED: a cancel accepted during a model call that then fails still
+// ends the job CANCELLED, and once a job's end is decided a cancel is refused.
+TEST(EngineWithAFakePipeline, ACancelAcceptedBeforeAFailureWins) {
+  ModelConfig model;
+  model.name = test::kTinyModel;
+  model.default_width = model.default_height = 32;
+  model.downsampling_factor = 4;
+  model.size_multiple = 8;
+  model.max_length = 12;
+  model.default_sampler = "ddim";
+  model.default_steps = 30;
+  model.default_guidance_scale = 3.0;
+  test::FakePipeline pipeline;
+  pipeline.poison_job_id = "doomed";
+  auto engine = Engine::CreateForTest(Engine::Options{}, {model}, {&pipeline}, nullptr, nullptr);
+  bool accepted = false;
+  pipeline.during_step = [&] { accepted = engine->Cancel("doomed"); };  // on the worker, mid-call
+  auto listener = std::make_shared<FakeJobListener>();
+  JobRequest request = TinyJobRequest("doomed");
+  request.model = model.name;
+  ASSERT_TRUE(engine->Submit(request, listener).ok());
+  ASSERT_TRUE(listener->WaitForEnd());
+  EXPECT_TRUE(accepted);
+  EXPECT_EQ(listener->final_status().code(), absl::StatusCode::kCancelled) << listener->final_status();
+  EXPECT_FALSE(engine->Cancel("doomed"));
+}
 
 TEST_F(EngineTest, ShutdownEndsQueuedJobsAtOnceAndTheRunningOneAtItsNextStep) {
   auto running = PinWorker("running", /*step=*/1, /*steps=*/5);

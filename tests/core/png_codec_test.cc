@@ -2,6 +2,8 @@
 #include "core/image/png_codec.h"
 #include "core/image/jpeg_codec.h"
 
+#include <fstream>
+#include <iterator>
 #include <string>
 
 #include <gtest/gtest.h>
@@ -125,6 +127,28 @@ TEST(DecodeImage, RefusesImagesLargerThanMaxSideByTheirHeader) {
     EXPECT_NE(refused.status().message().find("32x16"), std::string::npos) << refused.status();
     EXPECT_NE(refused.status().message().find("at most 31"), std::string::npos) << refused.status();
   }
+}
+
+std::string ReadTestData(const std::string& name) {
+  std::ifstream in(std::string(IMAGEGEN_TEST_DATA_DIR) + "/" + name, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+// Each scan of a progressive JPEG is a pass over the whole image: a file of many small scans
+// would cost seconds of decoding on a gRPC thread (tests/data/README.md says how these were made).
+TEST(JpegCodec, RefusesMoreThanAHundredProgressiveScans) {
+  const std::string normal = ReadTestData("progressive_6_scans.jpg");
+  const std::string bomb = ReadTestData("progressive_156_scans.jpg");
+  ASSERT_FALSE(normal.empty());
+  ASSERT_FALSE(bomb.empty());
+  auto decoded = DecodeJpeg(normal);
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  EXPECT_EQ(decoded->width, 32);
+  auto refused = DecodeJpeg(bomb);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(refused.status().message().find("more than 100 progressive scans"), std::string::npos)
+      << refused.status();
 }
 
 TEST(DecodeImage, TellsPngFromJpegAndRefusesOthers) {
