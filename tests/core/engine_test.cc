@@ -347,24 +347,14 @@ TEST_F(EngineTest, CancelWithAnOwnerCancelsOnlyThatListenersJob) {
 // CancelJob's OK promises CANCELLED: a cancel accepted during a model call that then fails still
 // ends the job CANCELLED, and once a job's end is decided a cancel is refused.
 TEST(EngineWithAFakePipeline, ACancelAcceptedBeforeAFailureWins) {
-  ModelConfig model;
-  model.name = test::kTinyModel;
-  model.default_width = model.default_height = 32;
-  model.downsampling_factor = 4;
-  model.size_multiple = 8;
-  model.max_length = 12;
-  model.default_sampler = "ddim";
-  model.default_steps = 30;
-  model.default_guidance_scale = 3.0;
+  const ModelConfig model = test::TinyModelConfig();
   test::FakePipeline pipeline;
   pipeline.poison_job_id = "doomed";
   auto engine = Engine::CreateForTest(Engine::Options{}, {model}, {&pipeline}, nullptr, nullptr);
   bool accepted = false;
   pipeline.during_step = [&] { accepted = engine->Cancel("doomed"); };  // on the worker, mid-call
   auto listener = std::make_shared<FakeJobListener>();
-  JobRequest request = TinyJobRequest("doomed");
-  request.model = model.name;
-  ASSERT_TRUE(engine->Submit(request, listener).ok());
+  ASSERT_TRUE(engine->Submit(TinyJobRequest("doomed"), listener).ok());
   ASSERT_TRUE(listener->WaitForEnd());
   EXPECT_TRUE(accepted);
   EXPECT_EQ(listener->final_status().code(), absl::StatusCode::kCancelled) << listener->final_status();
@@ -437,18 +427,7 @@ TEST(EngineCreate, RefusesBadOptionsAndBundles) {
 // ValidateJobRequest against a model like the tiny one, with the default limits.
 class ValidateJobRequestTest : public ::testing::Test {
  protected:
-  ValidateJobRequestTest() {
-    model_.name = "tiny";
-    model_.default_width = 32;
-    model_.default_height = 32;
-    model_.downsampling_factor = 4;
-    model_.size_multiple = 8;
-    model_.max_length = 12;
-    model_.default_sampler = "ddim";
-    model_.default_steps = 30;
-    model_.default_guidance_scale = 3.0;
-    request_ = TinyJobRequest("valid", 30);
-  }
+  ValidateJobRequestTest() : model_(test::TinyModelConfig()) { request_ = TinyJobRequest("valid", 30); }
 
   // Expects INVALID_ARGUMENT whose message starts with the field's name and holds each fragment.
   void ExpectInvalid(const JobRequest& request, const std::string& field, const std::vector<std::string>& fragments) {

@@ -30,7 +30,6 @@
 namespace imagegen {
 namespace {
 
-constexpr auto kCallTimeout = std::chrono::seconds(30);
 constexpr char kToken[] = "s3cret-Token_0123456789abcdef";
 constexpr char kOtherToken[] = "another-token-for-the-batch-service";
 
@@ -199,12 +198,6 @@ v1::GenerateRequest SmallRequest() {
   return r;
 }
 
-std::unique_ptr<grpc::ClientContext> NewContext(const std::string& token = "") {
-  auto context = std::make_unique<grpc::ClientContext>();
-  context->set_deadline(std::chrono::system_clock::now() + kCallTimeout);
-  if (!token.empty()) context->AddMetadata("authorization", absl::StrCat("Bearer ", token));
-  return context;
-}
 
 class AuthServerTest : public ::testing::Test {
  protected:
@@ -247,12 +240,12 @@ class AuthServerTest : public ::testing::Test {
   static grpc::Status ListModels(v1::ImageGenerator::Stub& stub, const std::string& token = "",
                                  v1::ListModelsResponse* response = nullptr) {
     v1::ListModelsResponse unused;
-    return stub.ListModels(NewContext(token).get(), v1::ListModelsRequest(), response ? response : &unused);
+    return stub.ListModels(test::NewCallContext(token).get(), v1::ListModelsRequest(), response ? response : &unused);
   }
 
   static grpc::Status Generate(v1::ImageGenerator::Stub& stub, const v1::GenerateRequest& request,
                                const std::string& token = "", int* results = nullptr) {
-    auto context = NewContext(token);
+    auto context = test::NewCallContext(token);
     auto reader = stub.Generate(context.get(), request);
     v1::GenerateEvent event;
     int n = 0;
@@ -340,16 +333,16 @@ TEST_F(AuthServerTest, EveryMethodWantsTheToken) {
   EXPECT_EQ(results, 0);
 
   v1::GenerateResponse response;
-  status = stub->GenerateImages(NewContext().get(), SmallRequest(), &response);
+  status = stub->GenerateImages(test::NewCallContext().get(), SmallRequest(), &response);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAUTHENTICATED) << status.error_message();
 
   // Even a job id that does not exist: the token comes before anything about the request.
   v1::CancelJobRequest cancel;
   cancel.set_job_id("no-such-job");
   v1::CancelJobResponse cancelled;
-  status = stub->CancelJob(NewContext().get(), cancel, &cancelled);
+  status = stub->CancelJob(test::NewCallContext().get(), cancel, &cancelled);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAUTHENTICATED) << status.error_message();
-  status = stub->CancelJob(NewContext(kToken).get(), cancel, &cancelled);
+  status = stub->CancelJob(test::NewCallContext(kToken).get(), cancel, &cancelled);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::NOT_FOUND) << status.error_message();
 
   // The four refusals are counted, under the model "unknown" whatever the request named.
@@ -376,7 +369,7 @@ TEST_F(AuthServerTest, OnlyAListedTokenIsServed) {
   EXPECT_TRUE(generated.ok()) << generated.error_message();
   EXPECT_EQ(results, 1);
   v1::GenerateResponse response;
-  EXPECT_TRUE(stub->GenerateImages(NewContext(kOtherToken).get(), SmallRequest(), &response).ok());
+  EXPECT_TRUE(stub->GenerateImages(test::NewCallContext(kOtherToken).get(), SmallRequest(), &response).ok());
   EXPECT_EQ(response.images_size(), 1);
 }
 
@@ -437,7 +430,7 @@ TEST_F(AuthServerTest, ModelNamesAreLookedUpNeverOpened) {
     v1::GenerateRequest request = SmallRequest();
     request.set_model(name);
     v1::GenerateResponse response;
-    const grpc::Status status = stub->GenerateImages(NewContext().get(), request, &response);
+    const grpc::Status status = stub->GenerateImages(test::NewCallContext().get(), request, &response);
     EXPECT_EQ(status.error_code(), grpc::StatusCode::NOT_FOUND) << name << ": " << status.error_message();
   }
 }

@@ -7,9 +7,10 @@
 
 namespace imagegen::test {
 
-std::unique_ptr<grpc::ClientContext> NewCallContext() {
+std::unique_ptr<grpc::ClientContext> NewCallContext(const std::string& token) {
   auto context = std::make_unique<grpc::ClientContext>();
   context->set_deadline(std::chrono::system_clock::now() + kCallTimeout);
+  if (!token.empty()) context->AddMetadata("authorization", "Bearer " + token);
   return context;
 }
 

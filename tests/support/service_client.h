@@ -21,8 +21,9 @@ namespace imagegen::test {
 // The deadline of every call a test makes (a working server answers far sooner).
 inline constexpr auto kCallTimeout = std::chrono::seconds(60);
 
-// A context whose deadline is kCallTimeout from now.
-std::unique_ptr<grpc::ClientContext> NewCallContext();
+// A context whose deadline is kCallTimeout from now, with "authorization: Bearer TOKEN" metadata
+// when `token` is not empty.
+std::unique_ptr<grpc::ClientContext> NewCallContext(const std::string& token = "");
 
 // A small valid request: 3 steps of one 32x32 image with the model's default guidance.
 v1::GenerateRequest SmallRequest();

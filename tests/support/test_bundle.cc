@@ -6,6 +6,20 @@ std::string TestBundleDir() { return IMAGEGEN_TEST_BUNDLE_DIR; }
 
 std::string FaultyBundleDir() { return IMAGEGEN_FAULTY_BUNDLE_DIR; }
 
+ModelConfig TinyModelConfig() {
+  ModelConfig model;
+  model.name = kTinyModel;
+  model.default_width = kTinySide;
+  model.default_height = kTinySide;
+  model.downsampling_factor = 4;
+  model.size_multiple = 8;
+  model.max_length = kTinyMaxLength;
+  model.default_sampler = "ddim";
+  model.default_steps = 30;
+  model.default_guidance_scale = 3.0;
+  return model;
+}
+
 JobRequest TinyJobRequest(const std::string& job_id, int steps) {
   JobRequest r;
   r.job_id = job_id;

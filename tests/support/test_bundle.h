@@ -9,6 +9,7 @@
 
 #include "absl/time/time.h"
 #include "core/engine/job.h"
+#include "core/model/model_config.h"
 
 namespace imagegen::test {
 
@@ -34,6 +35,10 @@ inline constexpr int kFaultyAllocHeight = 64;   // the UNet allocates more than 
 inline constexpr int kFaultyVaeWidth = 48;      // the VAE encoder (image to image) and decoder raise
 inline constexpr char kFaultyWord[] = "sandal";  // in a prompt: the text encoder raises
 std::string FaultyBundleDir();
+
+// A config like the tiny bundle's model.json (name, sizes, latent factor, defaults), for tests
+// that run without its weights (fake pipelines, validation).
+ModelConfig TinyModelConfig();
 
 // A valid request for the tiny model: `steps` DDIM steps of one 32x32 image with guidance,
 // seed 7, a prompt of known words, no previews.
