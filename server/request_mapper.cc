@@ -48,7 +48,8 @@ absl::StatusOr<JobRequest> ToJobRequest(const v1::GenerateRequest& in, const Eng
       return absl::InvalidArgumentError(absl::StrCat("init_image is ", in.init_image().size(),
                                                      " bytes; allowed: at most ", limits.max_init_image_bytes));
     }
-    auto decoded = DecodeImage(in.init_image(), limits.max_image_side);
+    // Bounded before decoding: one image of the request's size can hold at most all its pixels.
+    auto decoded = DecodeImage(in.init_image(), DecodeLimits{limits.max_image_side, limits.max_pixels});
     if (!decoded.ok()) {
       return absl::InvalidArgumentError(absl::StrCat("init_image (", in.init_image().size(), " bytes) is ",
                                                      decoded.status().message(), "; allowed: a PNG or JPEG"));

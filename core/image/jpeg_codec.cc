@@ -90,8 +90,8 @@ namespace {
 
 // The part that libjpeg may longjmp out of. It keeps no C++ object of its own alive across the
 // jump: the pixels live in the caller's `out`, written only through the pointer. Returns an
-// empty string on success, else why it failed.
-std::string ReadJpeg(absl::string_view data, int max_side, RasterImage* out) {
+// empty string on success, else why it failed (the message of an INVALID_ARGUMENT).
+std::string ReadJpeg(absl::string_view data, const DecodeLimits& limits, RasterImage* out) {
   jpeg_decompress_struct cinfo;
   ErrorManager err;
   cinfo.err = jpeg_std_error(&err.pub);
@@ -101,16 +101,15 @@ std::string ReadJpeg(absl::string_view data, int max_side, RasterImage* out) {
   progress.progress_monitor = OnProgress;
   if (setjmp(err.jump)) {
     jpeg_destroy_decompress(&cinfo);
-    return err.message;
+    return absl::StrCat("not a decodable JPEG: ", err.message);
   }
   jpeg_create_decompress(&cinfo);
   cinfo.progress = &progress;
   jpeg_mem_src(&cinfo, reinterpret_cast<const unsigned char*>(data.data()), data.size());
   jpeg_read_header(&cinfo, TRUE);
-  if (cinfo.image_width > static_cast<JDIMENSION>(max_side) || cinfo.image_height > static_cast<JDIMENSION>(max_side)) {
+  if (absl::Status size = CheckDecodeSize("JPEG", cinfo.image_width, cinfo.image_height, limits); !size.ok()) {
     jpeg_destroy_decompress(&cinfo);
-    return absl::StrCat(cinfo.image_width, "x", cinfo.image_height, " pixels; allowed: at most ", max_side,
-                        " per side");
+    return std::string(size.message());
   }
   cinfo.out_color_space = cinfo.jpeg_color_space == JCS_GRAYSCALE ? JCS_GRAYSCALE : JCS_RGB;
   jpeg_start_decompress(&cinfo);
@@ -130,17 +129,17 @@ std::string ReadJpeg(absl::string_view data, int max_side, RasterImage* out) {
 
 }  // namespace
 
-absl::StatusOr<RasterImage> DecodeJpeg(absl::string_view data, int max_side) {
+absl::StatusOr<RasterImage> DecodeJpeg(absl::string_view data, const DecodeLimits& limits) {
   RasterImage out;
-  if (std::string error = ReadJpeg(data, max_side, &out); !error.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat("not a decodable JPEG: ", error));
+  if (std::string error = ReadJpeg(data, limits, &out); !error.empty()) {
+    return absl::InvalidArgumentError(error);
   }
   return out;
 }
 
-absl::StatusOr<RasterImage> DecodeImage(absl::string_view data, int max_side) {
-  if (absl::StartsWith(data, "\x89PNG\r\n\x1a\n")) return DecodePng(data, max_side);
-  if (absl::StartsWith(data, "\xff\xd8\xff")) return DecodeJpeg(data, max_side);
+absl::StatusOr<RasterImage> DecodeImage(absl::string_view data, const DecodeLimits& limits) {
+  if (absl::StartsWith(data, "\x89PNG\r\n\x1a\n")) return DecodePng(data, limits);
+  if (absl::StartsWith(data, "\xff\xd8\xff")) return DecodeJpeg(data, limits);
   return absl::InvalidArgumentError("neither a PNG nor a JPEG (unknown signature)");
 }
 

@@ -13,13 +13,14 @@ namespace imagegen {
 // `quality` 1..100. INVALID_ARGUMENT for a size/channel mismatch (1 or 3 channels). Thread-safe.
 absl::StatusOr<std::string> EncodeJpeg(const RasterImage& image, int quality = 90);
 
-// INVALID_ARGUMENT naming libjpeg's reason for bytes that are not a decodable JPEG. Gray stays
-// gray (1 channel); everything else decodes to RGB (3). Thread-safe.
-absl::StatusOr<RasterImage> DecodeJpeg(absl::string_view data, int max_side = kMaxDecodeSide);
+// INVALID_ARGUMENT naming libjpeg's reason for bytes that are not a decodable JPEG, or the size
+// for one outside `limits` (CheckDecodeSize). Gray stays gray (1 channel); everything else
+// decodes to RGB (3). Thread-safe.
+absl::StatusOr<RasterImage> DecodeJpeg(absl::string_view data, const DecodeLimits& limits = {});
 
 // Decodes a PNG or a JPEG, told apart by their signatures; INVALID_ARGUMENT for anything else
-// and for a width or height above `max_side` (read from the header, before allocating).
-absl::StatusOr<RasterImage> DecodeImage(absl::string_view data, int max_side = kMaxDecodeSide);
+// and for a size outside `limits` (read from the header, before allocating).
+absl::StatusOr<RasterImage> DecodeImage(absl::string_view data, const DecodeLimits& limits = {});
 
 }  // namespace imagegen
 

@@ -51,17 +51,25 @@ absl::StatusOr<std::string> EncodePng(const RasterImage& image) {
   return out;
 }
 
-absl::StatusOr<RasterImage> DecodePng(absl::string_view data, int max_side) {
+absl::Status CheckDecodeSize(absl::string_view format, uint64_t width, uint64_t height, const DecodeLimits& limits) {
+  const uint64_t side = static_cast<uint64_t>(limits.max_side);
+  if (width <= side && height <= side && width * height <= static_cast<uint64_t>(limits.max_pixels)) {
+    return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError(absl::StrCat("a ", format, " of ", width, "x", height, " pixels; allowed: at most ",
+                                                 limits.max_side, " per side and ", limits.max_pixels, " pixels"));
+}
+
+absl::StatusOr<RasterImage> DecodePng(absl::string_view data, const DecodeLimits& limits) {
   png_image png;
   std::memset(&png, 0, sizeof(png));
   png.version = PNG_IMAGE_VERSION;
   if (!png_image_begin_read_from_memory(&png, data.data(), data.size())) {
     return absl::InvalidArgumentError(absl::StrCat("not a decodable PNG: ", png.message));
   }
-  if (png.width > static_cast<png_uint_32>(max_side) || png.height > static_cast<png_uint_32>(max_side)) {
+  if (absl::Status size = CheckDecodeSize("PNG", png.width, png.height, limits); !size.ok()) {
     png_image_free(&png);
-    return absl::InvalidArgumentError(absl::StrCat("a PNG of ", png.width, "x", png.height,
-                                                   " pixels; allowed: at most ", max_side, " per side"));
+    return size;
   }
   RasterImage out;
   if (png.format & PNG_FORMAT_FLAG_COLOR) {

@@ -22,14 +22,22 @@ struct RasterImage {
 // INVALID_ARGUMENT for a size/channel mismatch; INTERNAL if libpng fails. Thread-safe.
 absl::StatusOr<std::string> EncodePng(const RasterImage& image);
 
-// The largest width or height the decoders accept unless told a smaller one.
+// How large an image the decoders accept. They check the size the header declares, before any
+// pixel is allocated, so that a few bytes declaring a huge image cannot exhaust memory.
 inline constexpr int kMaxDecodeSide = 16384;
+struct DecodeLimits {
+  int max_side = kMaxDecodeSide;  // width and height
+  int64_t max_pixels = int64_t{kMaxDecodeSide} * kMaxDecodeSide;  // width * height
+};
 
-// INVALID_ARGUMENT naming libpng's reason for bytes that are not a decodable PNG, or for a
-// width or height above `max_side` (checked from the header, before any pixel is allocated, so
-// that a few bytes declaring a huge image cannot exhaust memory).
+// OK when a `width` x `height` image fits `limits`; otherwise INVALID_ARGUMENT naming `format`,
+// the size and the limits. The decoders' shared check.
+absl::Status CheckDecodeSize(absl::string_view format, uint64_t width, uint64_t height, const DecodeLimits& limits);
+
+// INVALID_ARGUMENT naming libpng's reason for bytes that are not a decodable PNG, or the size
+// for one outside `limits` (CheckDecodeSize).
 // Gray stays gray (1 channel); everything else decodes to RGB (3) or RGBA (4). Thread-safe.
-absl::StatusOr<RasterImage> DecodePng(absl::string_view data, int max_side = kMaxDecodeSide);
+absl::StatusOr<RasterImage> DecodePng(absl::string_view data, const DecodeLimits& limits = {});
 
 }  // namespace imagegen
 

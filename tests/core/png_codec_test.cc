@@ -8,6 +8,8 @@
 
 #include <gtest/gtest.h>
 
+#include "absl/strings/str_cat.h"
+
 namespace imagegen {
 namespace {
 
@@ -114,18 +116,23 @@ TEST(JpegCodec, GarbageIsInvalidArgumentWithLibjpegsReason) {
 
 // The size comes from the header and is checked before the pixels are allocated: a few bytes
 // declaring a huge image must not cost memory (tests/fuzz/regressions/ has two such requests).
-TEST(DecodeImage, RefusesImagesLargerThanMaxSideByTheirHeader) {
+TEST(DecodeImage, RefusesImagesOutsideTheLimitsByTheirHeader) {
   RasterImage gray = Pattern(32, 16, 1);
   auto png = EncodePng(gray);
   auto jpeg = EncodeJpeg(gray);
   ASSERT_TRUE(png.ok() && jpeg.ok());
   for (const std::string* data : {&*png, &*jpeg}) {
-    EXPECT_TRUE(DecodeImage(*data, 32).ok());
-    auto refused = DecodeImage(*data, 31);
-    ASSERT_FALSE(refused.ok());
-    EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
-    EXPECT_NE(refused.status().message().find("32x16"), std::string::npos) << refused.status();
-    EXPECT_NE(refused.status().message().find("at most 31"), std::string::npos) << refused.status();
+    EXPECT_TRUE(DecodeImage(*data, DecodeLimits{32, 32 * 16}).ok());
+    for (const DecodeLimits& limits : {DecodeLimits{31, 10000}, DecodeLimits{64, 32 * 16 - 1}}) {
+      auto refused = DecodeImage(*data, limits);
+      ASSERT_FALSE(refused.ok());
+      EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+      EXPECT_NE(refused.status().message().find("32x16"), std::string::npos) << refused.status();
+      EXPECT_NE(refused.status().message().find(absl::StrCat("at most ", limits.max_side, " per side and ",
+                                                             limits.max_pixels, " pixels")),
+                std::string::npos)
+          << refused.status();
+    }
   }
 }
 
