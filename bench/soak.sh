@@ -6,8 +6,10 @@
 #
 # Starts build/server/imagegen-server ($IMAGEGEN_BUILD_DIR overrides build/) on the default model
 # (models/fashion-mnist-ldm) with metrics on a free port, then runs imagegen-loadgen twice: a
-# warm-up of --warmup seconds (default 60), then the measured load of --duration seconds (default
-# 600). The load is Poisson arrivals at --rate requests/s (default 9), each request of its own
+# warm-up of --warmup seconds (default 300), then the measured load of --duration seconds (default
+# 600). The warm-up is as long as the growth that every process shows first: in three runs with a
+# 60 s warm-up, RSS rose ~40 MiB over the first five minutes of mixed load (the allocators and
+# LibTorch meeting the shapes of the mix) and then crept by a few MiB (bench/RESULTS.md, "Soak"). The load is Poisson arrivals at --rate requests/s (default 9), each request of its own
 # shape (--mix: 1-4 images, 5-40 steps, any sampler, guidance, three sizes, previews off, latent
 # or VAE-decoded, some image to image); 10% cancel their own call mid-stream, 10% are cancelled
 # by a CancelJob call, 10% carry a deadline of 10-300 ms. A queue of --max_queue (default 4)
@@ -26,7 +28,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${IMAGEGEN_BUILD_DIR:-"$root/build"}
-duration=600 warmup=60 rate=9 interval=5 max_queue=4 out=""
+duration=600 warmup=300 rate=9 interval=5 max_queue=4 out=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) duration=$2; shift 2 ;;
