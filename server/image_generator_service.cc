@@ -263,7 +263,7 @@ class GenerateImagesReactor : public grpc::ServerUnaryReactor,
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
 };
 
-// A Generate call refused before any event (no valid token, or the models are still loading).
+// A Generate call refused before any event (Gate: no valid token, or the models are loading).
 class RefusedStream : public grpc::ServerWriteReactor<v1::GenerateEvent> {
  public:
   explicit RefusedStream(const grpc::Status& status) { Finish(status); }
@@ -273,6 +273,13 @@ class RefusedStream : public grpc::ServerWriteReactor<v1::GenerateEvent> {
 const grpc::Status& Loading() {
   static const auto* status = new grpc::Status(grpc::StatusCode::UNAVAILABLE, "the models are still loading; retry");
   return *status;
+}
+
+// A unary call answered at once with `status`.
+grpc::ServerUnaryReactor* Answered(grpc::CallbackServerContext* context, const grpc::Status& status) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(status);
+  return reactor;
 }
 
 }  // namespace
@@ -292,11 +299,17 @@ grpc::Status ImageGeneratorService::Authenticate(const grpc::CallbackServerConte
   return ToGrpcStatus(status);
 }
 
+grpc::Status ImageGeneratorService::Gate(const grpc::CallbackServerContext& context, const char* method,
+                                         Engine** engine) const {
+  if (grpc::Status denied = Authenticate(context, method); !denied.ok()) return denied;
+  *engine = engine_.load(std::memory_order_acquire);
+  return *engine == nullptr ? Loading() : grpc::Status::OK;
+}
+
 grpc::ServerWriteReactor<v1::GenerateEvent>* ImageGeneratorService::Generate(
     grpc::CallbackServerContext* context, const v1::GenerateRequest* request) {
-  if (grpc::Status denied = Authenticate(*context, "Generate"); !denied.ok()) return new RefusedStream(denied);
-  Engine* engine = engine_.load(std::memory_order_acquire);
-  if (engine == nullptr) return new RefusedStream(Loading());
+  Engine* engine = nullptr;
+  if (grpc::Status refused = Gate(*context, "Generate", &engine); !refused.ok()) return new RefusedStream(refused);
   auto reactor = std::make_shared<GenerateReactor>(engine, metrics_, log_);
   reactor->Begin(context, *request, default_model_);
   return reactor.get();  // Kept alive by its own self_ until OnDone.
@@ -305,17 +318,8 @@ grpc::ServerWriteReactor<v1::GenerateEvent>* ImageGeneratorService::Generate(
 grpc::ServerUnaryReactor* ImageGeneratorService::GenerateImages(grpc::CallbackServerContext* context,
                                                                 const v1::GenerateRequest* request,
                                                                 v1::GenerateResponse* response) {
-  if (grpc::Status denied = Authenticate(*context, "GenerateImages"); !denied.ok()) {
-    grpc::ServerUnaryReactor* refused = context->DefaultReactor();
-    refused->Finish(denied);
-    return refused;
-  }
-  Engine* engine = engine_.load(std::memory_order_acquire);
-  if (engine == nullptr) {
-    grpc::ServerUnaryReactor* refused = context->DefaultReactor();
-    refused->Finish(Loading());
-    return refused;
-  }
+  Engine* engine = nullptr;
+  if (grpc::Status refused = Gate(*context, "GenerateImages", &engine); !refused.ok()) return Answered(context, refused);
   auto reactor = std::make_shared<GenerateImagesReactor>(engine, metrics_, log_, response);
   reactor->Begin(context, *request, default_model_);
   return reactor.get();
@@ -324,38 +328,24 @@ grpc::ServerUnaryReactor* ImageGeneratorService::GenerateImages(grpc::CallbackSe
 grpc::ServerUnaryReactor* ImageGeneratorService::CancelJob(grpc::CallbackServerContext* context,
                                                            const v1::CancelJobRequest* request,
                                                            v1::CancelJobResponse* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  Engine* engine = engine_.load(std::memory_order_acquire);
-  if (grpc::Status denied = Authenticate(*context, "CancelJob"); !denied.ok()) {
-    reactor->Finish(denied);
-  } else if (engine == nullptr) {
-    reactor->Finish(Loading());
-  } else if (request->job_id().empty()) {
-    reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "job_id is empty; name the job to cancel"));
-  } else if (engine->Cancel(request->job_id())) {
-    response->set_cancelled(true);
-    reactor->Finish(grpc::Status::OK);
-  } else {
-    reactor->Finish(grpc::Status(grpc::StatusCode::NOT_FOUND,
-                                 "job_id \"" + request->job_id() + "\" is not queued or running"));
+  Engine* engine = nullptr;
+  if (grpc::Status refused = Gate(*context, "CancelJob", &engine); !refused.ok()) return Answered(context, refused);
+  if (request->job_id().empty()) {
+    return Answered(context, grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "job_id is empty; name the job to cancel"));
   }
-  return reactor;
+  if (!engine->Cancel(request->job_id())) {
+    return Answered(context, grpc::Status(grpc::StatusCode::NOT_FOUND,
+                                          "job_id \"" + request->job_id() + "\" is not queued or running"));
+  }
+  response->set_cancelled(true);
+  return Answered(context, grpc::Status::OK);
 }
 
 grpc::ServerUnaryReactor* ImageGeneratorService::ListModels(grpc::CallbackServerContext* context,
                                                             const v1::ListModelsRequest*,
                                                             v1::ListModelsResponse* response) {
-  if (grpc::Status denied = Authenticate(*context, "ListModels"); !denied.ok()) {
-    grpc::ServerUnaryReactor* refused = context->DefaultReactor();
-    refused->Finish(denied);
-    return refused;
-  }
-  Engine* engine = engine_.load(std::memory_order_acquire);
-  if (engine == nullptr) {
-    grpc::ServerUnaryReactor* refused = context->DefaultReactor();
-    refused->Finish(Loading());
-    return refused;
-  }
+  Engine* engine = nullptr;
+  if (grpc::Status refused = Gate(*context, "ListModels", &engine); !refused.ok()) return Answered(context, refused);
   for (const ModelConfig* m : engine->models()) {
     v1::ModelInfo* info = response->add_models();
     info->set_name(m->name);
@@ -370,9 +360,7 @@ grpc::ServerUnaryReactor* ImageGeneratorService::ListModels(grpc::CallbackServer
     info->set_is_default(m->name == default_model_);
     info->set_max_prompt_tokens(m->max_length);
   }
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  reactor->Finish(grpc::Status::OK);
-  return reactor;
+  return Answered(context, grpc::Status::OK);
 }
 
 }  // namespace imagegen

@@ -55,6 +55,9 @@ class ImageGeneratorService final : public v1::ImageGenerator::CallbackService {
  private:
   // OK when the call may go on; otherwise UNAUTHENTICATED, logged as refused (never the token).
   grpc::Status Authenticate(const grpc::CallbackServerContext& context, const char* method) const;
+  // What every method checks first: the token, then that the models are loaded (UNAVAILABLE
+  // until Ready). On OK, `*engine` is the engine to serve the call with.
+  grpc::Status Gate(const grpc::CallbackServerContext& context, const char* method, Engine** engine) const;
 
   std::atomic<Engine*> engine_{nullptr};
   Metrics* metrics_;
