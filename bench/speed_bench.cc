@@ -9,7 +9,9 @@
 // from one run only.
 #include <algorithm>
 #include <cstdlib>
+#include <cstdint>
 #include <iostream>
+#include <memory>
 #include <numeric>
 #include <vector>
 
@@ -58,33 +60,25 @@ class WaitListener : public imagegen::JobListener {
   absl::Status status;
 };
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  absl::ParseCommandLine(argc, argv);
-  const int threads = absl::GetFlag(FLAGS_threads);
-  if (threads > 0) at::set_num_threads(threads);
-  c10::InferenceMode guard;
-
-  auto bundle = imagegen::ModelBundle::Load(absl::GetFlag(FLAGS_model_dir));
-  if (!bundle.ok()) {
-    std::cerr << bundle.status() << "\n";
-    return 1;
-  }
-  const imagegen::ModelConfig& c = (*bundle)->config();
-  // A frozen module keeps its weights as graph constants rather than parameters: count both.
+// The UNet's weights. A frozen module keeps them as graph constants rather than parameters:
+// count both.
+int64_t CountUnetParameters(imagegen::ModelBundle& bundle) {
   int64_t params = 0;
-  for (const auto& p : (*bundle)->unet().parameters()) params += p.numel();
-  for (const torch::jit::Node* node : (*bundle)->unet().get_method("forward").graph()->nodes()) {
+  for (const auto& p : bundle.unet().parameters()) params += p.numel();
+  for (const torch::jit::Node* node : bundle.unet().get_method("forward").graph()->nodes()) {
     if (node->kind() != c10::prim::Constant) continue;
     auto value = torch::jit::toIValue(node->output());
     if (value && value->isTensor()) params += value->toTensor().numel();
   }
-  const int64_t h = c.default_height / c.downsampling_factor, w = c.default_width / c.downsampling_factor;
-  std::cout << absl::StrFormat("model %s, latent %dx%dx%d, LibTorch threads %d\n\n", c.name, c.latent_channels, h,
-                               w, at::get_num_threads());
+  return params;
+}
+
+// The UNet alone: one table row per --batches size, the median of --repeats calls after 5
+// warm-up calls, on latents of h x w. Returns the exit status: 0, or 2 for a bad --batches.
+int MeasureUnet(imagegen::ModelBundle& bundle, int64_t h, int64_t w) {
+  const imagegen::ModelConfig& c = bundle.config();
   std::cout << "| UNet batch (rows) | ms per call (median) | image-steps per second |\n|---|---|---|\n";
-  at::Tensor context = (*bundle)->text_encoder().forward({at::ones({1, c.max_length}, at::kLong)}).toTensor();
+  at::Tensor context = bundle.text_encoder().forward({at::ones({1, c.max_length}, at::kLong)}).toTensor();
   for (absl::string_view b : absl::StrSplit(absl::GetFlag(FLAGS_batches), ',')) {
     int batch = 0;
     if (!absl::SimpleAtoi(b, &batch) || batch < 1) {
@@ -97,41 +91,39 @@ int main(int argc, char** argv) {
     std::vector<double> ms;
     for (int i = 0; i < 5 + absl::GetFlag(FLAGS_repeats); ++i) {
       const absl::Time start = absl::Now();
-      (*bundle)->unet().forward({x, t, ctx});
+      bundle.unet().forward({x, t, ctx});
       if (i >= 5) ms.push_back(absl::ToDoubleMilliseconds(absl::Now() - start));
     }
     const double m = Median(ms);
     std::cout << absl::StrFormat("| %d | %.2f | %.0f |\n", batch, m, batch * 1000.0 / m);
   }
-  std::cout << absl::StrFormat("\nUNet parameters: %d\n", params);
+  return 0;
+}
 
-  imagegen::Engine::Options options;
-  options.intra_op_threads = threads;
-  options.request_level_batching = absl::GetFlag(FLAGS_batching) == "request";
-  auto engine = imagegen::Engine::Create(options, {absl::GetFlag(FLAGS_model_dir)}, nullptr);
-  if (!engine.ok()) {
-    std::cerr << engine.status() << "\n";
-    return 1;
-  }
-  auto request = [&](int i) {
-    imagegen::JobRequest r;
-    r.job_id = absl::StrFormat("bench-%d", i);
-    r.model = c.name;
-    r.prompt = "a pair of trousers";
-    r.width = c.default_width;
-    r.height = c.default_height;
-    r.steps = c.default_steps;
-    r.guidance_scale = c.default_guidance_scale;
-    r.sampler = c.default_sampler;
-    r.seed = i;
-    return r;
-  };
+// Job `i` at the model's defaults.
+imagegen::JobRequest DefaultRequest(const imagegen::ModelConfig& c, int i) {
+  imagegen::JobRequest r;
+  r.job_id = absl::StrFormat("bench-%d", i);
+  r.model = c.name;
+  r.prompt = "a pair of trousers";
+  r.width = c.default_width;
+  r.height = c.default_height;
+  r.steps = c.default_steps;
+  r.guidance_scale = c.default_guidance_scale;
+  r.sampler = c.default_sampler;
+  r.seed = i;
+  return r;
+}
+
+// One whole image at the defaults through the engine, one job at a time: the median of --images
+// runs after one warm-up run. Returns the exit status: 0, or 1 when a job fails.
+int MeasureOneImage(imagegen::Engine& engine, const imagegen::ModelConfig& c) {
   std::vector<double> ms;
   for (int i = 0; i < 1 + absl::GetFlag(FLAGS_images); ++i) {
-    imagegen::JobRequest r = request(i);
+    imagegen::JobRequest r = DefaultRequest(c, i);
     auto listener = std::make_shared<WaitListener>();
     const absl::Time start = absl::Now();
-    if (auto s = (*engine)->Submit(r, listener); !s.ok()) {
+    if (auto s = engine.Submit(r, listener); !s.ok()) {
       std::cerr << s << "\n";
       return 1;
     }
@@ -145,8 +137,13 @@ int main(int argc, char** argv) {
   std::cout << absl::StrFormat(
       "One image at the defaults (%s, %d steps, guidance %.1f), through the engine: %.1f ms (median of %d)\n",
       c.default_sampler, c.default_steps, c.default_guidance_scale, Median(ms), static_cast<int>(ms.size()));
+  return 0;
+}
 
-  // The engine alone under closed-loop loads: N jobs in flight, each replaced when it ends.
+// The engine alone under closed-loop loads: N jobs in flight, each replaced when it ends, for
+// each N of --engine_concurrency. Returns the exit status: 0, or 2 for a bad
+// --engine_concurrency (a failed submission exits 1).
+int MeasureEngineLoads(imagegen::Engine& engine, const imagegen::ModelConfig& c) {
   std::cout << "\n| in-process concurrency | images/s | batching |\n|---|---|---|\n";
   int next_id = 1000;
   for (absl::string_view n : absl::StrSplit(absl::GetFlag(FLAGS_engine_concurrency), ',')) {
@@ -161,7 +158,7 @@ int main(int argc, char** argv) {
     absl::Time measured_start;
     auto submit = [&] {
       auto l = std::make_shared<WaitListener>();
-      if (auto st = (*engine)->Submit(request(next_id++), l); !st.ok()) {
+      if (auto st = engine.Submit(DefaultRequest(c, next_id++), l); !st.ok()) {
         std::cerr << st << "\n";
         std::exit(1);
       }
@@ -181,4 +178,37 @@ int main(int argc, char** argv) {
                                  absl::GetFlag(FLAGS_batching));
   }
   return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  const int threads = absl::GetFlag(FLAGS_threads);
+  if (threads > 0) at::set_num_threads(threads);
+  c10::InferenceMode guard;
+
+  auto bundle = imagegen::ModelBundle::Load(absl::GetFlag(FLAGS_model_dir));
+  if (!bundle.ok()) {
+    std::cerr << bundle.status() << "\n";
+    return 1;
+  }
+  const imagegen::ModelConfig& c = (*bundle)->config();
+  const int64_t params = CountUnetParameters(**bundle);
+  const int64_t h = c.default_height / c.downsampling_factor, w = c.default_width / c.downsampling_factor;
+  std::cout << absl::StrFormat("model %s, latent %dx%dx%d, LibTorch threads %d\n\n", c.name, c.latent_channels, h,
+                               w, at::get_num_threads());
+  if (const int status = MeasureUnet(**bundle, h, w); status != 0) return status;
+  std::cout << absl::StrFormat("\nUNet parameters: %d\n", params);
+
+  imagegen::Engine::Options options;
+  options.intra_op_threads = threads;
+  options.request_level_batching = absl::GetFlag(FLAGS_batching) == "request";
+  auto engine = imagegen::Engine::Create(options, {absl::GetFlag(FLAGS_model_dir)}, nullptr);
+  if (!engine.ok()) {
+    std::cerr << engine.status() << "\n";
+    return 1;
+  }
+  if (const int status = MeasureOneImage(**engine, c); status != 0) return status;
+  return MeasureEngineLoads(**engine, c);
 }

@@ -1,17 +1,81 @@
 #include "client/animation.h"
 
 #include <png.h>
+#include <webp/decode.h>
 #include <webp/encode.h>
 #include <webp/mux.h>
 
+// jpeglib.h needs FILE and size_t declared first.
+#include <csetjmp>
 #include <cstdio>
 #include <fstream>
 #include <memory>
 
+#include <jpeglib.h>
+
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "client/cli.h"
 
 namespace imagegen::client {
+namespace {
+
+// Far above any image the server makes (--max_image_side), low enough that a corrupt header
+// cannot ask for gigabytes.
+constexpr uint32_t kMaxDecodedSide = 8192;
+
+// libjpeg reports errors through a callback that must not return: jump back to the decoder with
+// the message, instead of libjpeg's default exit().
+struct JpegErrorManager {
+  jpeg_error_mgr pub;
+  std::jmp_buf jump;
+  char message[JMSG_LENGTH_MAX];
+};
+
+void OnJpegError(j_common_ptr cinfo) {
+  auto* err = reinterpret_cast<JpegErrorManager*>(cinfo->err);
+  (*cinfo->err->format_message)(cinfo, err->message);
+  std::longjmp(err->jump, 1);
+}
+
+void OnJpegMessage(j_common_ptr) {}  // warnings of a decodable image are not worth a line
+
+// The part that libjpeg may longjmp out of: no C++ object of its own lives across the jump; the
+// pixels go to the caller's `out`, whose buffer is sized between libjpeg calls (so that a failed
+// allocation never unwinds through libjpeg's C frames). Returns "" on success, else the reason.
+std::string ReadJpeg(absl::string_view jpeg, RgbaImage* out) {
+  jpeg_decompress_struct cinfo;
+  JpegErrorManager err;
+  cinfo.err = jpeg_std_error(&err.pub);
+  err.pub.error_exit = OnJpegError;
+  err.pub.output_message = OnJpegMessage;
+  if (setjmp(err.jump)) {
+    jpeg_destroy_decompress(&cinfo);
+    return err.message;
+  }
+  jpeg_create_decompress(&cinfo);
+  jpeg_mem_src(&cinfo, reinterpret_cast<const unsigned char*>(jpeg.data()),
+               static_cast<unsigned long>(jpeg.size()));
+  jpeg_read_header(&cinfo, TRUE);
+  if (cinfo.image_width > kMaxDecodedSide || cinfo.image_height > kMaxDecodedSide) {
+    jpeg_destroy_decompress(&cinfo);
+    return absl::StrCat(cinfo.image_width, "x", cinfo.image_height, " is too large");
+  }
+  cinfo.out_color_space = JCS_EXT_RGBA;  // libjpeg-turbo: gray and YCbCr alike to RGBA
+  jpeg_start_decompress(&cinfo);
+  out->width = cinfo.output_width;
+  out->height = cinfo.output_height;
+  out->pixels.resize(static_cast<size_t>(out->width) * out->height * 4);
+  while (cinfo.output_scanline < cinfo.output_height) {
+    JSAMPROW row = out->pixels.data() + static_cast<size_t>(cinfo.output_scanline) * out->width * 4;
+    jpeg_read_scanlines(&cinfo, &row, 1);
+  }
+  jpeg_finish_decompress(&cinfo);
+  jpeg_destroy_decompress(&cinfo);
+  return "";
+}
+
+}  // namespace
 
 absl::StatusOr<RgbaImage> DecodePngToRgba(absl::string_view png) {
   png_image image{};
@@ -30,6 +94,46 @@ absl::StatusOr<RgbaImage> DecodePngToRgba(absl::string_view png) {
     return absl::InvalidArgumentError(absl::StrCat("cannot decode PNG: ", message));
   }
   return out;
+}
+
+absl::StatusOr<RgbaImage> DecodeJpegToRgba(absl::string_view jpeg) {
+  RgbaImage out;
+  if (const std::string error = ReadJpeg(jpeg, &out); !error.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("cannot decode JPEG: ", error));
+  }
+  return out;
+}
+
+absl::StatusOr<RgbaImage> DecodeWebpToRgba(absl::string_view webp) {
+  const auto* data = reinterpret_cast<const uint8_t*>(webp.data());
+  int width = 0;
+  int height = 0;
+  if (!WebPGetInfo(data, webp.size(), &width, &height)) {
+    return absl::InvalidArgumentError("cannot decode WebP: not a WebP image libwebp can read");
+  }
+  if (static_cast<uint32_t>(width) > kMaxDecodedSide ||
+      static_cast<uint32_t>(height) > kMaxDecodedSide) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot decode WebP: ", width, "x", height, " is too large"));
+  }
+  RgbaImage out;
+  out.width = static_cast<uint32_t>(width);
+  out.height = static_cast<uint32_t>(height);
+  out.pixels.resize(static_cast<size_t>(width) * height * 4);
+  if (WebPDecodeRGBAInto(data, webp.size(), out.pixels.data(), out.pixels.size(), width * 4) ==
+      nullptr) {
+    return absl::InvalidArgumentError("cannot decode WebP: libwebp refused the bitstream");
+  }
+  return out;
+}
+
+absl::StatusOr<RgbaImage> DecodeImageToRgba(absl::string_view bytes) {
+  if (absl::StartsWith(bytes, "\x89PNG\r\n\x1a\n")) return DecodePngToRgba(bytes);
+  if (absl::StartsWith(bytes, "\xff\xd8\xff")) return DecodeJpegToRgba(bytes);
+  if (bytes.size() >= 12 && absl::StartsWith(bytes, "RIFF") && bytes.substr(8, 4) == "WEBP") {
+    return DecodeWebpToRgba(bytes);
+  }
+  return absl::InvalidArgumentError("cannot decode an image that is not PNG, JPEG or WebP");
 }
 
 absl::Status AnimationBuilder::Write(const std::string& path, int frame_ms,

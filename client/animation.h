@@ -1,5 +1,6 @@
 // Writes the denoising sequence of a Generate call as one animated WebP (--animation).
-// Links libpng (to decode the PNG previews and result) and libwebpmux/libwebp (to encode).
+// Links libpng, libjpeg and libwebp (to decode the previews and the result, whichever of the
+// three encodings the server sent) and libwebpmux (to encode).
 #ifndef IMAGEGEN_CLIENT_ANIMATION_H_
 #define IMAGEGEN_CLIENT_ANIMATION_H_
 
@@ -23,6 +24,18 @@ struct RgbaImage {
 // Decodes a PNG (gray, gray+alpha, RGB, RGBA, palette) into RGBA. INVALID_ARGUMENT when the
 // bytes are not a PNG libpng can read.
 absl::StatusOr<RgbaImage> DecodePngToRgba(absl::string_view png);
+
+// Decodes a baseline or progressive JPEG (gray or colour) into RGBA, alpha 255.
+// INVALID_ARGUMENT when libjpeg cannot read it or it is larger than 8192 pixels a side.
+absl::StatusOr<RgbaImage> DecodeJpegToRgba(absl::string_view jpeg);
+
+// Decodes a still WebP (lossy or lossless) into RGBA. INVALID_ARGUMENT when libwebp cannot or
+// it is larger than 8192 pixels a side.
+absl::StatusOr<RgbaImage> DecodeWebpToRgba(absl::string_view webp);
+
+// Decodes a PNG, JPEG or WebP, told apart by their signatures rather than by a format field that
+// might disagree with the bytes. INVALID_ARGUMENT for anything else or what its decoder refuses.
+absl::StatusOr<RgbaImage> DecodeImageToRgba(absl::string_view bytes);
 
 // Collects frames, then encodes them. Each frame is shown `frame_ms`; the last `last_frame_ms`.
 // Frames of another size than the last one added are scaled to it (nearest neighbour) at Write.

@@ -46,6 +46,62 @@ std::string FileExtension(imagegen::v1::ImageFormat format) {
   }
 }
 
+std::string FormatName(imagegen::v1::ImageFormat format) {
+  switch (format) {
+    case imagegen::v1::IMAGE_FORMAT_JPEG:
+      return "JPEG";
+    case imagegen::v1::IMAGE_FORMAT_WEBP:
+      return "WebP";
+    default:
+      return "PNG";
+  }
+}
+
+bool ExtensionNamesFormat(absl::string_view extension, imagegen::v1::ImageFormat format) {
+  const std::string lower = absl::AsciiStrToLower(extension);
+  switch (format) {
+    case imagegen::v1::IMAGE_FORMAT_JPEG:
+      return lower == ".jpg" || lower == ".jpeg";
+    case imagegen::v1::IMAGE_FORMAT_WEBP:
+      return lower == ".webp";
+    default:
+      return lower == ".png";
+  }
+}
+
+absl::StatusOr<imagegen::v1::ImageFormat> OutputFormatFromOut(absl::string_view out,
+                                                             bool out_is_directory) {
+  if (out_is_directory) return imagegen::v1::IMAGE_FORMAT_PNG;
+  const std::string extension = std::filesystem::path(std::string(out)).extension().string();
+  if (extension.empty()) return imagegen::v1::IMAGE_FORMAT_PNG;
+  for (const imagegen::v1::ImageFormat format :
+       {imagegen::v1::IMAGE_FORMAT_PNG, imagegen::v1::IMAGE_FORMAT_JPEG,
+        imagegen::v1::IMAGE_FORMAT_WEBP}) {
+    if (ExtensionNamesFormat(extension, format)) return format;
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("--out \"", out, "\": unknown extension \"", extension,
+                   "\"; allowed: .png, .jpg or .jpeg, .webp (none, or a directory: PNG)"));
+}
+
+absl::StatusOr<imagegen::v1::ImageFormat> ParsePreviewFormat(absl::string_view text) {
+  const std::string lower = absl::AsciiStrToLower(text);
+  if (lower == "png") return imagegen::v1::IMAGE_FORMAT_PNG;
+  if (lower == "jpeg" || lower == "jpg") return imagegen::v1::IMAGE_FORMAT_JPEG;
+  if (lower == "webp") return imagegen::v1::IMAGE_FORMAT_WEBP;
+  return absl::InvalidArgumentError(
+      absl::StrCat("--preview_format \"", text,
+                   "\" is not a preview format; allowed: png, jpeg, webp"));
+}
+
+absl::StatusOr<uint32_t> ParseQuality(int64_t value) {
+  if (value < 0 || value > 100) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--quality ", value, " is out of range; allowed: 1..100, or 0 for the server's default"));
+  }
+  return static_cast<uint32_t>(value);
+}
+
 OutputNamer::OutputNamer(std::string out, bool out_is_directory)
     : out_(std::move(out)), out_is_directory_(out_is_directory) {}
 
@@ -55,11 +111,12 @@ std::string OutputNamer::PathFor(uint64_t seed, int num_images,
   if (out_is_directory_) {
     return (fs::path(out_) / absl::StrCat(seed, FileExtension(format))).string();
   }
-  if (num_images <= 1) return out_;
   const fs::path path(out_);
-  const std::string extension =
-      path.has_extension() ? path.extension().string() : FileExtension(format);
-  return (path.parent_path() / absl::StrCat(path.stem().string(), "-", seed, extension)).string();
+  const std::string given = path.extension().string();
+  const std::string extension = ExtensionNamesFormat(given, format) ? given : FileExtension(format);
+  std::string stem = path.stem().string();
+  if (num_images > 1) absl::StrAppend(&stem, "-", seed);
+  return (path.parent_path() / absl::StrCat(stem, extension)).string();
 }
 
 std::string PreviewPath(absl::string_view dir, uint32_t step, uint32_t index,

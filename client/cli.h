@@ -24,8 +24,29 @@ struct ImageSize {
 // default size. INVALID_ARGUMENT on anything else, naming the value.
 absl::StatusOr<ImageSize> ParseImageSize(absl::string_view text);
 
-// The file extension of an encoding, with its dot: ".png", ".jpg", ".webp".
+// The file extension of an encoding, with its dot: ".png", ".jpg", ".webp" (UNSPECIFIED: PNG).
 std::string FileExtension(imagegen::v1::ImageFormat format);
+
+// "PNG", "JPEG", "WebP" (UNSPECIFIED: "PNG"), for messages.
+std::string FormatName(imagegen::v1::ImageFormat format);
+
+// Whether `extension` (with its dot, any case) is a usual name of `format`: ".png" of PNG (and
+// UNSPECIFIED), ".jpg" and ".jpeg" of JPEG, ".webp" of WebP.
+bool ExtensionNamesFormat(absl::string_view extension, imagegen::v1::ImageFormat format);
+
+// The encoding that --out asks for: its extension (any case) .png, .jpg or .jpeg, .webp; PNG when
+// it has none or names a directory (`out_is_directory`). INVALID_ARGUMENT naming --out, the
+// extension and the allowed ones for any other extension.
+absl::StatusOr<imagegen::v1::ImageFormat> OutputFormatFromOut(absl::string_view out,
+                                                             bool out_is_directory);
+
+// --preview_format: "png", "jpeg" (or "jpg"), "webp", any case. INVALID_ARGUMENT naming the flag
+// and the allowed values otherwise.
+absl::StatusOr<imagegen::v1::ImageFormat> ParsePreviewFormat(absl::string_view text);
+
+// --quality: 0 (the server's default) or 1..100, returned as the request's field.
+// INVALID_ARGUMENT naming the flag, the value and the range otherwise.
+absl::StatusOr<uint32_t> ParseQuality(int64_t value);
 
 // Where the final images go, decided before the call so that a bad --out fails before the
 // server spends any compute on it.
@@ -35,10 +56,13 @@ class OutputNamer {
   // directory (`out_is_directory`); the caller checks the file system, this class does not.
   OutputNamer(std::string out, bool out_is_directory);
 
-  // The path of image `seed` of a result that holds `num_images` images:
+  // The path of image `seed` of a result that holds `num_images` images, encoded as `format`
+  // (the format the server returned, Image.format). The file always carries an extension of
+  // `format`: out's own when it names `format` (".jpeg" stays ".jpeg"), else FileExtension's,
+  // added to an out without one or replacing one that names another format.
   //   directory:       DIR/<seed><ext>
-  //   one image:       out itself
-  //   several images:  "image.png" -> "image-<seed>.png" (".png" added when out has no extension)
+  //   one image:       "image.png" -> "image.png"; "image" -> "image.png"; JPEG: "image.jpg"
+  //   several images:  "image.png" -> "image-<seed>.png"
   std::string PathFor(uint64_t seed, int num_images, imagegen::v1::ImageFormat format) const;
 
   bool is_directory() const { return out_is_directory_; }

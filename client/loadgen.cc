@@ -16,12 +16,10 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <fstream>
 #include <functional>
-#include <map>
 #include <memory>
 #include <optional>
 #include <random>
@@ -39,15 +37,16 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
+#include "client/connection.h"
+#include "client/connection_flags.h"
+#include "client/loadgen_report.h"
 #include "imagegen/v1/imagegen.grpc.pb.h"
 #include "imagegen/v1/imagegen.pb.h"
 
-ABSL_FLAG(std::string, server, "localhost:50051", "host:port of the imagegen server");
 ABSL_FLAG(std::string, mode, "closed", "closed or poisson");
 ABSL_FLAG(int, concurrency, 1, "closed: clients, each with one request in flight");
 ABSL_FLAG(int64_t, requests, 100, "closed: measured requests, after the warm-up ones");
@@ -79,8 +78,7 @@ namespace imagegen::loadgen {
 namespace {
 
 namespace v1 = imagegen::v1;
-using Clock = std::chrono::steady_clock;
-using Stub = v1::ImageGenerator::Stub;
+using client::Connection;
 
 constexpr char kUsage[] = R"(imagegen-loadgen: load an imagegen server and measure it.
 
@@ -102,8 +100,19 @@ the queue position), time to the first Progress with previews. Statistics cover 
 requests; failures are counted by status code. Prints one JSON line on stdout and a readable
 summary on stderr.
 
-Flags:
+Before the run it connects (within 10 s) and makes one ListModels call, so that a wrong
+--server, TLS file or token fails at once rather than as every request.
+
+Connection (as 'imagegen' takes them):
   --server HOST:PORT    default localhost:50051
+  --tls_ca FILE         TLS: trust the server's certificate if this PEM CA signed it
+  --tls_cert FILE       mutual TLS: the client's PEM certificate (with --tls_key, --tls_ca)
+  --tls_key FILE        mutual TLS: its PEM private key
+  --token_file FILE     send the bearer token in FILE (its first line that is not blank or a
+                        '#' comment) with every call; unset: the environment variable
+                        IMAGEGEN_TOKEN, if set
+
+Flags:
   --timeout_s S         deadline of each request (default 600)
   --prompt TEXT         default "a photo of a sneaker"
   --steps N             0 (default): the model's default
@@ -133,24 +142,12 @@ Soak (bench/soak.sh):
   result with the wrong number of images. The JSON line counts both, per plan.
 
 Exit status: 0 when at least one measured request succeeded; otherwise a failed request's gRPC
-status code (14 UNAVAILABLE when the server cannot be reached).
+status code (14 UNAVAILABLE when the server cannot be reached, 16 UNAUTHENTICATED when the token
+is missing or wrong, 3 INVALID_ARGUMENT for a bad flag, 5 NOT_FOUND for an unreadable file).
 )";
 
 // ---------------------------------------------------------------------------------------------
 // One request
-
-// What a request does besides asking for images (--cancel_fraction and its siblings).
-enum class Plan { kPlain, kCancel, kCancelJob, kDeadline };
-
-const char* PlanName(Plan plan) {
-  switch (plan) {
-    case Plan::kPlain: return "plain";
-    case Plan::kCancel: return "cancel";
-    case Plan::kCancelJob: return "cancel_job";
-    case Plan::kDeadline: return "deadline";
-  }
-  return "?";
-}
 
 // A request and how to send it.
 struct RequestSpec {
@@ -160,22 +157,6 @@ struct RequestSpec {
   // step reaches this share of its total_steps.
   double cancel_at = 0;
   absl::Duration timeout;
-};
-
-// What one request saw. Durations count from its send.
-struct Sample {
-  grpc::StatusCode code = grpc::StatusCode::UNKNOWN;
-  int images = 0;                                // images in the result (0 unless OK)
-  absl::Duration latency;                        // to the result, or to the end of a failed call
-  std::optional<absl::Duration> first_progress;  // the first Progress of a step (step > 0)
-  std::optional<absl::Duration> first_preview;
-  Clock::time_point end;  // when the result (or the failure) arrived
-  Plan plan = Plan::kPlain;
-  bool accepted = false;     // JobAccepted arrived: the server queued the job
-  bool cancel_sent = false;  // kCancel, kCancelJob: the cancel went out before the call ended
-  // kCancelJob: the CancelJob call's status and answer, once one was sent.
-  std::optional<grpc::StatusCode> cancel_job_code;
-  bool cancel_job_found = false;
 };
 
 Clock::duration ChronoSeconds(double seconds) {
@@ -194,12 +175,15 @@ class GenerateCall final : public grpc::ClientReadReactor<v1::GenerateEvent> {
  public:
   using DoneFn = std::function<void(const Sample&)>;
 
-  // `sent` is when the request counts as sent; its durations start there.
-  static void Start(Stub* stub, RequestSpec spec, Clock::time_point sent, DoneFn done) {
-    auto* call = new GenerateCall(stub, std::move(spec), sent, std::move(done));
+  // `sent` is when the request counts as sent; its durations start there. `connection` must
+  // outlive the call.
+  static void Start(const Connection& connection, RequestSpec spec, Clock::time_point sent,
+                    DoneFn done) {
+    auto* call = new GenerateCall(connection, std::move(spec), sent, std::move(done));
     call->context_.set_deadline(std::chrono::system_clock::now() +
                                 absl::ToChronoMicroseconds(call->spec_.timeout));
-    stub->async()->Generate(&call->context_, &call->spec_.request, call);
+    connection.Authorize(&call->context_);
+    connection.stub()->async()->Generate(&call->context_, &call->spec_.request, call);
     call->StartRead(&call->event_);
     call->StartCall();
   }
@@ -228,8 +212,9 @@ class GenerateCall final : public grpc::ClientReadReactor<v1::GenerateEvent> {
   }
 
  private:
-  GenerateCall(Stub* stub, RequestSpec spec, Clock::time_point sent, DoneFn done)
-      : stub_(stub), spec_(std::move(spec)), sent_(sent), done_(std::move(done)) {
+  GenerateCall(const Connection& connection, RequestSpec spec, Clock::time_point sent,
+               DoneFn done)
+      : connection_(connection), spec_(std::move(spec)), sent_(sent), done_(std::move(done)) {
     sample_.plan = spec_.plan;
   }
 
@@ -272,7 +257,8 @@ class GenerateCall final : public grpc::ClientReadReactor<v1::GenerateEvent> {
     ++pending_;
     cancel_request_.set_job_id(job_id_);
     cancel_context_.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
-    stub_->async()->CancelJob(
+    connection_.Authorize(&cancel_context_);
+    connection_.stub()->async()->CancelJob(
         &cancel_context_, &cancel_request_, &cancel_response_, [this](grpc::Status status) {
           sample_.cancel_job_code = status.error_code();
           sample_.cancel_job_found = status.ok() && cancel_response_.cancelled();
@@ -290,7 +276,7 @@ class GenerateCall final : public grpc::ClientReadReactor<v1::GenerateEvent> {
     done(sample);
   }
 
-  Stub* const stub_;
+  const Connection& connection_;
   grpc::ClientContext context_;
   const RequestSpec spec_;  // gRPC reads the request after Start returns
   const Clock::time_point sent_;
@@ -306,31 +292,6 @@ class GenerateCall final : public grpc::ClientReadReactor<v1::GenerateEvent> {
   v1::CancelJobResponse cancel_response_;
   Sample sample_;
 };
-
-// Whether a request ended as its plan allows (see kUsage, "Soak").
-bool Expected(const Sample& sample) {
-  switch (sample.code) {
-    case grpc::StatusCode::OK:  // a cancel or a deadline may come after the result
-      return true;
-    case grpc::StatusCode::RESOURCE_EXHAUSTED:
-      // A full queue answers before JobAccepted: the load's doing. After it, the code means a
-      // job ran out of memory (core/engine/model_failure), which no load here should cause.
-      return !sample.accepted;
-    case grpc::StatusCode::CANCELLED:
-      return sample.cancel_sent &&
-             (sample.plan == Plan::kCancel ||
-              (sample.plan == Plan::kCancelJob && sample.cancel_job_code == grpc::StatusCode::OK));
-    case grpc::StatusCode::DEADLINE_EXCEEDED:
-      return sample.plan == Plan::kDeadline;
-    default:
-      return false;
-  }
-}
-
-// Whether a CancelJob call ended as it may: OK, or NOT_FOUND when the job had already ended.
-bool ExpectedCancelJob(grpc::StatusCode code) {
-  return code == grpc::StatusCode::OK || code == grpc::StatusCode::NOT_FOUND;
-}
 
 uint32_t ImagesPerRequest() { return std::max<uint32_t>(absl::GetFlag(FLAGS_num_images), 1); }
 
@@ -444,14 +405,6 @@ class RequestPlanner {
 // ---------------------------------------------------------------------------------------------
 // Modes
 
-// The measured part of a run.
-struct Run {
-  std::vector<Sample> samples;
-  absl::Duration wall;
-  int max_in_flight = 0;        // poisson only
-  absl::Duration max_send_lag;  // poisson only: how late the sender was on its schedule
-};
-
 // The latest end of `samples`, or `floor` when none ended later.
 Clock::time_point LastEnd(const std::vector<Sample>& samples, Clock::time_point floor) {
   Clock::time_point last = floor;
@@ -460,10 +413,10 @@ Clock::time_point LastEnd(const std::vector<Sample>& samples, Clock::time_point 
 }
 
 // Sends request `index` and waits for its end.
-Sample SendAndWait(Stub* stub, const RequestPlanner& planner, int64_t index) {
+Sample SendAndWait(const Connection& connection, const RequestPlanner& planner, int64_t index) {
   Sample sample;
   absl::Notification done;
-  GenerateCall::Start(stub, planner.SpecFor(index), Clock::now(), [&](const Sample& s) {
+  GenerateCall::Start(connection, planner.SpecFor(index), Clock::now(), [&](const Sample& s) {
     sample = s;
     done.Notify();
   });
@@ -473,15 +426,15 @@ Sample SendAndWait(Stub* stub, const RequestPlanner& planner, int64_t index) {
 
 // `concurrency` clients, each sending its next request as soon as its previous one ended, until
 // requests first .. first + count - 1 have all ended.
-std::vector<Sample> RunClients(Stub* stub, const RequestPlanner& planner, int concurrency,
-                               int64_t first, int64_t count) {
+std::vector<Sample> RunClients(const Connection& connection, const RequestPlanner& planner,
+                               int concurrency, int64_t first, int64_t count) {
   std::vector<Sample> samples(count);
   std::atomic<int64_t> next{0};
   std::vector<std::thread> clients;
   for (int c = 0; c < concurrency; ++c) {
     clients.emplace_back([&] {
       for (int64_t i = next++; i < count; i = next++) {
-        samples[i] = SendAndWait(stub, planner, first + i);
+        samples[i] = SendAndWait(connection, planner, first + i);
       }
     });
   }
@@ -491,13 +444,14 @@ std::vector<Sample> RunClients(Stub* stub, const RequestPlanner& planner, int co
 
 // The warm-up is a phase of its own that is waited for, so that the measured wall time starts
 // with no warm-up request still holding the server.
-Run RunClosed(Stub* stub, const RequestPlanner& planner) {
+MeasuredRun RunClosed(const Connection& connection, const RequestPlanner& planner) {
   const int concurrency = absl::GetFlag(FLAGS_concurrency);
   const int64_t warmup = absl::GetFlag(FLAGS_warmup);
-  RunClients(stub, planner, concurrency, 0, warmup);
+  RunClients(connection, planner, concurrency, 0, warmup);
   const Clock::time_point start = Clock::now();
-  Run run;
-  run.samples = RunClients(stub, planner, concurrency, warmup, absl::GetFlag(FLAGS_requests));
+  MeasuredRun run;
+  run.samples =
+      RunClients(connection, planner, concurrency, warmup, absl::GetFlag(FLAGS_requests));
   run.wall = Between(start, LastEnd(run.samples, start));
   return run;
 }
@@ -538,14 +492,14 @@ class Collector {
 // Arrivals follow a schedule drawn in advance of each send, never the completions: a slow
 // server gets the same load as a fast one. Latency counts from the scheduled arrival, so that
 // a sender running late (the server shares the CPUs) cannot hide queueing time.
-Run RunPoisson(Stub* stub, const RequestPlanner& planner) {
+MeasuredRun RunPoisson(const Connection& connection, const RequestPlanner& planner) {
   const double rate = absl::GetFlag(FLAGS_rate);
   const Clock::time_point start = Clock::now();
   const Clock::time_point measured_from = start + ChronoSeconds(absl::GetFlag(FLAGS_warmup_s));
   const Clock::time_point stop = measured_from + ChronoSeconds(absl::GetFlag(FLAGS_duration_s));
   Collector collector;
   absl::BitGen random;
-  Run run;
+  MeasuredRun run;
   Clock::time_point arrival = start;
   for (int64_t index = 0;; ++index) {
     arrival += ChronoSeconds(absl::Exponential<double>(random, rate));  // mean 1 / rate
@@ -554,7 +508,7 @@ Run RunPoisson(Stub* stub, const RequestPlanner& planner) {
     run.max_send_lag = std::max(run.max_send_lag, Between(arrival, Clock::now()));
     const bool measured = arrival >= measured_from;
     collector.Started();
-    GenerateCall::Start(stub, planner.SpecFor(index), arrival,
+    GenerateCall::Start(connection, planner.SpecFor(index), arrival,
                         [&collector, measured](const Sample& s) { collector.Ended(s, measured); });
   }
   run.samples = collector.WaitForAll(&run.max_in_flight);
@@ -562,231 +516,6 @@ Run RunPoisson(Stub* stub, const RequestPlanner& planner) {
   // came early and ended before the window did.
   run.wall = Between(measured_from, LastEnd(run.samples, stop));
   return run;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Summary
-
-// Nearest-rank percentile of sorted values; nullopt when there are none.
-std::optional<double> Percentile(const std::vector<double>& sorted, double p) {
-  if (sorted.empty()) return std::nullopt;
-  size_t rank = static_cast<size_t>(std::ceil(p / 100.0 * static_cast<double>(sorted.size())));
-  rank = std::clamp<size_t>(rank, 1, sorted.size());
-  return sorted[rank - 1];
-}
-
-std::optional<double> Mean(const std::vector<double>& values) {
-  if (values.empty()) return std::nullopt;
-  double sum = 0;
-  for (double value : values) sum += value;
-  return sum / static_cast<double>(values.size());
-}
-
-// The milliseconds of `field` over the OK samples that have it, sorted.
-std::vector<double> SortedMillis(
-    const std::vector<Sample>& samples,
-    const std::function<std::optional<absl::Duration>(const Sample&)>& field) {
-  std::vector<double> millis;
-  for (const Sample& sample : samples) {
-    if (sample.code != grpc::StatusCode::OK) continue;
-    if (std::optional<absl::Duration> value = field(sample)) {
-      millis.push_back(absl::ToDoubleMilliseconds(*value));
-    }
-  }
-  std::sort(millis.begin(), millis.end());
-  return millis;
-}
-
-using Counts = std::map<std::string, int64_t>;  // by status code name
-
-struct Summary {
-  int64_t ok = 0;
-  int64_t ok_images = 0;
-  Counts failed;
-  std::vector<double> latency_ms, first_preview_ms, first_progress_ms;
-  // Soak accounting: every end by plan, the CancelJob calls' ends, and what was unexpected.
-  std::map<Plan, Counts> by_plan;
-  Counts cancel_job_calls;
-  // CancelJob answered cancelled = true, yet the job ended OK: the cancel found it after its
-  // last step.
-  int64_t cancel_job_late = 0;
-  int64_t expected = 0;
-  Counts unexpected;  // requests by their end, and "CancelJob " + code for CancelJob calls
-};
-
-// gRPC and Abseil share the code numbering, and Abseil has the names.
-std::string CodeName(grpc::StatusCode code) {
-  return absl::StatusCodeToString(static_cast<absl::StatusCode>(code));
-}
-
-Summary Summarize(const std::vector<Sample>& samples) {
-  Summary summary;
-  for (const Sample& sample : samples) {
-    if (sample.code == grpc::StatusCode::OK) {
-      ++summary.ok;
-      summary.ok_images += sample.images;
-    } else {
-      ++summary.failed[CodeName(sample.code)];
-    }
-    ++summary.by_plan[sample.plan][CodeName(sample.code)];
-    if (Expected(sample)) {
-      ++summary.expected;
-    } else {
-      ++summary.unexpected[CodeName(sample.code)];
-    }
-    if (sample.cancel_job_code) {
-      ++summary.cancel_job_calls[CodeName(*sample.cancel_job_code)];
-      if (!ExpectedCancelJob(*sample.cancel_job_code)) {
-        ++summary.unexpected[absl::StrCat("CancelJob ", CodeName(*sample.cancel_job_code))];
-      }
-      if (sample.cancel_job_found && sample.code == grpc::StatusCode::OK) ++summary.cancel_job_late;
-    }
-  }
-  summary.latency_ms =
-      SortedMillis(samples, [](const Sample& s) { return std::optional(s.latency); });
-  summary.first_preview_ms = SortedMillis(samples, [](const Sample& s) { return s.first_preview; });
-  summary.first_progress_ms =
-      SortedMillis(samples, [](const Sample& s) { return s.first_progress; });
-  return summary;
-}
-
-std::string JsonNumber(std::optional<double> value) {
-  return value ? absl::StrFormat("%.3f", *value) : "null";
-}
-
-std::string JsonString(absl::string_view text) {
-  std::string out = "\"";
-  for (char c : text) {
-    if (c == '"' || c == '\\') {
-      absl::StrAppend(&out, "\\", std::string(1, c));
-    } else if (static_cast<unsigned char>(c) < 0x20) {
-      absl::StrAppend(&out, absl::StrFormat("\\u%04x", c));
-    } else {
-      out += c;
-    }
-  }
-  return out + "\"";
-}
-
-std::string JsonFailed(const Counts& failed) {
-  std::vector<std::string> fields;
-  for (const auto& [code, count] : failed)
-    fields.push_back(absl::StrCat(JsonString(code), ":", count));
-  return absl::StrCat("{", absl::StrJoin(fields, ","), "}");
-}
-
-int64_t Total(const Counts& counts) {
-  int64_t total = 0;
-  for (const auto& [code, count] : counts) total += count;
-  return total;
-}
-
-// The soak's accounting: {"by_plan":{"plain":{"OK":n,...},...},"cancel_job_calls":{...},...}.
-std::string JsonOutcomes(const Summary& s) {
-  std::vector<std::string> plans;
-  for (const auto& [plan, counts] : s.by_plan)
-    plans.push_back(absl::StrCat(JsonString(PlanName(plan)), ":", JsonFailed(counts)));
-  return absl::StrCat("\"by_plan\":{", absl::StrJoin(plans, ","),
-                      "},\"cancel_job_calls\":", JsonFailed(s.cancel_job_calls),
-                      ",\"cancel_job_late\":", s.cancel_job_late, ",\"expected\":", s.expected,
-                      ",\"unexpected\":", Total(s.unexpected),
-                      ",\"unexpected_by_code\":", JsonFailed(s.unexpected));
-}
-
-// The fields that say what load was offered.
-std::string JsonLoad(const Run& run) {
-  const std::string mode = absl::GetFlag(FLAGS_mode);
-  std::string load = absl::StrCat("\"mode\":", JsonString(mode));
-  if (mode == "closed") {
-    absl::StrAppend(&load, ",\"concurrency\":", absl::GetFlag(FLAGS_concurrency),
-                    ",\"warmup\":", absl::GetFlag(FLAGS_warmup));
-  } else {
-    absl::StrAppend(&load, ",\"rate\":", JsonNumber(absl::GetFlag(FLAGS_rate)),
-                    ",\"duration_s\":", JsonNumber(absl::GetFlag(FLAGS_duration_s)),
-                    ",\"warmup_s\":", JsonNumber(absl::GetFlag(FLAGS_warmup_s)),
-                    ",\"max_in_flight\":", run.max_in_flight, ",\"max_send_lag_ms\":",
-                    JsonNumber(absl::ToDoubleMilliseconds(run.max_send_lag)));
-  }
-  if (absl::GetFlag(FLAGS_mix)) {
-    absl::StrAppend(&load, ",\"mix\":true,\"mix_samplers\":",
-                    JsonString(absl::GetFlag(FLAGS_mix_samplers)),
-                    ",\"mix_img2img\":", JsonNumber(absl::GetFlag(FLAGS_mix_img2img)));
-  } else {
-    absl::StrAppend(&load, ",\"steps\":", absl::GetFlag(FLAGS_steps),
-                    ",\"num_images\":", ImagesPerRequest(),
-                    ",\"sampler\":", JsonString(absl::GetFlag(FLAGS_sampler)),
-                    ",\"preview_every\":", absl::GetFlag(FLAGS_preview_every));
-  }
-  absl::StrAppend(&load, ",\"cancel_fraction\":", JsonNumber(absl::GetFlag(FLAGS_cancel_fraction)),
-                  ",\"cancel_job_fraction\":", JsonNumber(absl::GetFlag(FLAGS_cancel_job_fraction)),
-                  ",\"deadline_fraction\":", JsonNumber(absl::GetFlag(FLAGS_deadline_fraction)),
-                  ",\"short_timeout_s\":", JsonNumber(absl::GetFlag(FLAGS_short_timeout_s)));
-  return load;
-}
-
-std::optional<double> ImagesPerSecond(const Summary& summary, absl::Duration wall) {
-  if (wall <= absl::ZeroDuration()) return std::nullopt;
-  return static_cast<double>(summary.ok_images) / absl::ToDoubleSeconds(wall);
-}
-
-std::string JsonSummary(const Run& run, const Summary& s) {
-  return absl::StrCat(
-      "{", JsonLoad(run), ",\"requests\":", run.samples.size(), ",\"ok\":", s.ok,
-      ",\"failed\":", JsonFailed(s.failed),
-      ",\"wall_s\":", JsonNumber(absl::ToDoubleSeconds(run.wall)),
-      ",\"images_per_s\":", JsonNumber(ImagesPerSecond(s, run.wall)),
-      ",\"latency_ms\":{\"p50\":", JsonNumber(Percentile(s.latency_ms, 50)),
-      ",\"p95\":", JsonNumber(Percentile(s.latency_ms, 95)),
-      ",\"p99\":", JsonNumber(Percentile(s.latency_ms, 99)),
-      ",\"mean\":", JsonNumber(Mean(s.latency_ms)),
-      "},\"first_preview_ms\":{\"p50\":", JsonNumber(Percentile(s.first_preview_ms, 50)),
-      ",\"p95\":", JsonNumber(Percentile(s.first_preview_ms, 95)),
-      ",\"p99\":", JsonNumber(Percentile(s.first_preview_ms, 99)),
-      "},\"first_progress_ms\":{\"p50\":", JsonNumber(Percentile(s.first_progress_ms, 50)), "},",
-      JsonOutcomes(s), "}");
-}
-
-std::string Ms(std::optional<double> value) {
-  return value ? absl::StrFormat("%.0f", *value) : "-";
-}
-
-std::string HumanSummary(const Run& run, const Summary& s) {
-  const std::string mode = absl::GetFlag(FLAGS_mode);
-  const std::string load =
-      mode == "closed" ? absl::StrCat("closed, concurrency ", absl::GetFlag(FLAGS_concurrency))
-                       : absl::StrCat("poisson, ", absl::GetFlag(FLAGS_rate), "/s");
-  std::vector<std::string> failed;
-  for (const auto& [code, count] : s.failed) failed.push_back(absl::StrCat(count, " ", code));
-  const std::optional<double> ips = ImagesPerSecond(s, run.wall);
-  return absl::StrFormat(
-      "%s: %d ok%s in %.2f s, %s images/s; latency ms p50 %s p95 %s p99 %s mean %s; "
-      "first preview ms p50 %s p95 %s p99 %s; first progress ms p50 %s",
-      load, s.ok, failed.empty() ? "" : absl::StrCat(", failed: ", absl::StrJoin(failed, ", ")),
-      absl::ToDoubleSeconds(run.wall), ips ? absl::StrFormat("%.2f", *ips) : "-",
-      Ms(Percentile(s.latency_ms, 50)), Ms(Percentile(s.latency_ms, 95)),
-      Ms(Percentile(s.latency_ms, 99)), Ms(Mean(s.latency_ms)),
-      Ms(Percentile(s.first_preview_ms, 50)), Ms(Percentile(s.first_preview_ms, 95)),
-      Ms(Percentile(s.first_preview_ms, 99)), Ms(Percentile(s.first_progress_ms, 50)));
-}
-
-// "by plan: plain 90 OK, 2 RESOURCE_EXHAUSTED; cancel 3 CANCELLED, 1 OK; ...; unexpected: 0".
-std::string HumanOutcomes(const Summary& s) {
-  auto join = [](const Counts& counts) {
-    std::vector<std::string> parts;
-    for (const auto& [code, count] : counts) parts.push_back(absl::StrCat(count, " ", code));
-    return absl::StrJoin(parts, ", ");
-  };
-  std::vector<std::string> plans;
-  for (const auto& [plan, counts] : s.by_plan)
-    plans.push_back(absl::StrCat(PlanName(plan), " ", join(counts)));
-  std::string out = absl::StrCat("by plan: ", absl::StrJoin(plans, "; "));
-  if (!s.cancel_job_calls.empty()) {
-    absl::StrAppend(&out, "; CancelJob calls ", join(s.cancel_job_calls), " (", s.cancel_job_late,
-                    " found the job after its last step)");
-  }
-  absl::StrAppend(&out, "; expected ", s.expected, ", unexpected ", Total(s.unexpected));
-  if (!s.unexpected.empty()) absl::StrAppend(&out, " (", join(s.unexpected), ")");
-  return out;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -828,23 +557,37 @@ absl::Status CheckFlags() {
   return absl::OkStatus();
 }
 
-// Connects before the run, so that connection setup is not in the first request's latency and
-// a wrong --server fails at once instead of as every request.
-absl::StatusOr<std::unique_ptr<Stub>> Connect() {
-  grpc::ChannelArguments args;
-  // A result holds up to --max_images full-size images; gRPC's 4 MiB default is too small.
-  args.SetMaxReceiveMessageSize(256 << 20);
-  const std::string server = absl::GetFlag(FLAGS_server);
-  auto channel = grpc::CreateCustomChannel(server, grpc::InsecureChannelCredentials(), args);
-  if (!channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(10))) {
-    return absl::UnavailableError(absl::StrCat("cannot connect to ", server, " within 10 s"));
+// Connects before the run, so that connection setup is not in the first request's latency, and
+// a wrong --server, TLS file or token fails at once instead of as every request: the channel must
+// connect within 10 s, and one ListModels call must pass the server's token check.
+absl::StatusOr<Connection> Connect() {
+  const client::ConnectionOptions options = client::ConnectionOptionsFromFlags();
+  absl::StatusOr<Connection> connection = Connection::Create(options);
+  if (!connection.ok()) return connection.status();
+  const auto deadline = std::chrono::system_clock::now() + std::chrono::seconds(10);
+  if (!connection->channel()->WaitForConnected(deadline)) {
+    return absl::UnavailableError(absl::StrCat(
+        "cannot connect to ", options.server, " within 10 s",
+        options.tls_ca.empty() ? ""
+                               : " (with TLS: did --tls_ca sign the server's certificate, and "
+                                 "does it name the host of --server?)"));
   }
-  return v1::ImageGenerator::NewStub(channel);
+  grpc::ClientContext context;
+  context.set_deadline(deadline);
+  connection->Authorize(&context);
+  v1::ListModelsResponse models;
+  const grpc::Status status =
+      connection->stub()->ListModels(&context, v1::ListModelsRequest(), &models);
+  if (!status.ok()) {
+    return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                        absl::StrCat("ListModels before the run: ", status.error_message()));
+  }
+  return connection;
 }
 
 // --mix's image-to-image requests start from a picture of the server's own: one unary call at
 // the defaults, before the run. Empty when none is wanted.
-absl::StatusOr<std::string> InitImage(Stub* stub) {
+absl::StatusOr<std::string> InitImage(const Connection& connection) {
   if (!absl::GetFlag(FLAGS_mix) || absl::GetFlag(FLAGS_mix_img2img) <= 0) return std::string();
   v1::GenerateRequest request;
   request.set_prompt("a pair of trousers");
@@ -852,7 +595,8 @@ absl::StatusOr<std::string> InitImage(Stub* stub) {
   v1::GenerateResponse response;
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
-  const grpc::Status status = stub->GenerateImages(&context, request, &response);
+  connection.Authorize(&context);
+  const grpc::Status status = connection.stub()->GenerateImages(&context, request, &response);
   if (!status.ok()) {
     return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
                         absl::StrCat("the init image for --mix: ", status.error_message()));
@@ -869,15 +613,46 @@ absl::Status WriteJson(const std::string& path, const std::string& json) {
   return absl::OkStatus();
 }
 
-int ExitCode(const Run& run, const Summary& summary) {
-  if (summary.ok > 0) return 0;
-  if (run.samples.empty()) return static_cast<int>(absl::StatusCode::kUnknown);
-  return static_cast<int>(run.samples.front().code);
-}
-
 int Fail(const absl::Status& status) {
   absl::FPrintF(stderr, "imagegen-loadgen: %s\n", status.ToString());
   return static_cast<int>(status.code());
+}
+
+// The load the flags offered, for the report.
+LoadOptions LoadOptionsFromFlags() {
+  LoadOptions load;
+  load.mode = absl::GetFlag(FLAGS_mode);
+  load.concurrency = absl::GetFlag(FLAGS_concurrency);
+  load.warmup = absl::GetFlag(FLAGS_warmup);
+  load.rate = absl::GetFlag(FLAGS_rate);
+  load.duration_s = absl::GetFlag(FLAGS_duration_s);
+  load.warmup_s = absl::GetFlag(FLAGS_warmup_s);
+  load.mix = absl::GetFlag(FLAGS_mix);
+  load.mix_samplers = absl::GetFlag(FLAGS_mix_samplers);
+  load.mix_img2img = absl::GetFlag(FLAGS_mix_img2img);
+  load.steps = absl::GetFlag(FLAGS_steps);
+  load.num_images = ImagesPerRequest();
+  load.sampler = absl::GetFlag(FLAGS_sampler);
+  load.preview_every = absl::GetFlag(FLAGS_preview_every);
+  load.cancel_fraction = absl::GetFlag(FLAGS_cancel_fraction);
+  load.cancel_job_fraction = absl::GetFlag(FLAGS_cancel_job_fraction);
+  load.deadline_fraction = absl::GetFlag(FLAGS_deadline_fraction);
+  load.short_timeout_s = absl::GetFlag(FLAGS_short_timeout_s);
+  return load;
+}
+
+// Prints the JSON line on stdout (and to --json) and the readable summary on stderr; returns
+// the exit status.
+int Report(const LoadOptions& load, const MeasuredRun& run) {
+  const Summary summary = Summarize(run.samples);
+  const std::string json = JsonSummary(load, run, summary);
+  std::printf("%s\n", json.c_str());
+  std::fflush(stdout);
+  absl::FPrintF(stderr, "%s\n%s\n", HumanSummary(load, run, summary), HumanOutcomes(summary));
+  if (const std::string path = absl::GetFlag(FLAGS_json); !path.empty()) {
+    if (absl::Status status = WriteJson(path, json); !status.ok()) return Fail(status);
+  }
+  return ExitStatus(run, summary);
 }
 
 int Main(int argc, char** argv) {
@@ -896,24 +671,17 @@ int Main(int argc, char** argv) {
         absl::InvalidArgumentError(absl::StrCat("unexpected argument \"", positional[1], "\"")));
   }
   if (absl::Status status = CheckFlags(); !status.ok()) return Fail(status);
-  absl::StatusOr<std::unique_ptr<Stub>> stub = Connect();
-  if (!stub.ok()) return Fail(stub.status());
+  absl::StatusOr<Connection> connection = Connect();
+  if (!connection.ok()) return Fail(connection.status());
 
-  absl::StatusOr<std::string> init_image = InitImage(stub->get());
+  absl::StatusOr<std::string> init_image = InitImage(*connection);
   if (!init_image.ok()) return Fail(init_image.status());
   const RequestPlanner planner(*std::move(init_image));
 
-  const Run run = absl::GetFlag(FLAGS_mode) == "closed" ? RunClosed(stub->get(), planner)
-                                                        : RunPoisson(stub->get(), planner);
-  const Summary summary = Summarize(run.samples);
-  const std::string json = JsonSummary(run, summary);
-  std::printf("%s\n", json.c_str());
-  std::fflush(stdout);
-  absl::FPrintF(stderr, "%s\n%s\n", HumanSummary(run, summary), HumanOutcomes(summary));
-  if (const std::string path = absl::GetFlag(FLAGS_json); !path.empty()) {
-    if (absl::Status status = WriteJson(path, json); !status.ok()) return Fail(status);
-  }
-  return ExitCode(run, summary);
+  const MeasuredRun run = absl::GetFlag(FLAGS_mode) == "closed"
+                              ? RunClosed(*connection, planner)
+                              : RunPoisson(*connection, planner);
+  return Report(LoadOptionsFromFlags(), run);
 }
 
 }  // namespace

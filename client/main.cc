@@ -33,26 +33,24 @@
 #include "absl/time/time.h"
 #include "client/animation.h"
 #include "client/cli.h"
+#include "client/connection.h"
+#include "client/connection_flags.h"
 #include "client/interrupt.h"
 #include "client/progress.h"
 #include "imagegen/v1/imagegen.grpc.pb.h"
 #include "imagegen/v1/imagegen.pb.h"
 
 // Flags of every subcommand. Abseil flags are process-wide, so each subcommand reads the ones it
-// uses and the usage text says which belong where.
-ABSL_FLAG(std::string, server, "localhost:50051", "host:port of the imagegen server");
+// uses and the usage text says which belong where. The connection flags (--server, --tls_ca,
+// --tls_cert, --tls_key, --token_file) are client/connection_flags.cc's.
 ABSL_FLAG(double, timeout, 0, "deadline of the call in seconds; 0: none");
-ABSL_FLAG(std::string, tls_ca, "",
-          "PEM CA certificate(s) that signed the server's certificate; set: TLS");
-ABSL_FLAG(std::string, tls_cert, "",
-          "PEM client certificate for mutual TLS (with --tls_key and --tls_ca)");
-ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
-ABSL_FLAG(std::string, token_file, "",
-          "file with the bearer token to send; empty: the environment variable IMAGEGEN_TOKEN");
 
 ABSL_FLAG(std::string, prompt, "", "what to draw");
 ABSL_FLAG(std::string, negative_prompt, "", "what to steer away from");
-ABSL_FLAG(std::string, out, "", "file to write the image to (see 'imagegen help generate')");
+ABSL_FLAG(std::string, out, "",
+          "file to write the image to; its extension (.png, .jpg, .jpeg, .webp) picks the format "
+          "(see 'imagegen help generate')");
+ABSL_FLAG(int32_t, quality, 0, "JPEG and WebP quality of the images, 1..100; 0: the server's (90)");
 ABSL_FLAG(uint32_t, steps, 0, "denoising steps; 0: the model's default");
 ABSL_FLAG(std::optional<uint64_t>, seed, std::nullopt,
           "random seed (image i uses seed + i); unset: random");
@@ -64,6 +62,8 @@ ABSL_FLAG(std::string, model, "", "model name (see 'imagegen models'); empty: th
 ABSL_FLAG(std::string, previews, "", "directory to save preview frames in; empty: none");
 ABSL_FLAG(uint32_t, preview_every, 0,
           "a preview every N steps; 0: 1 when --previews or --animation is set");
+ABSL_FLAG(std::optional<std::string>, preview_format, std::nullopt,
+          "encoding of the previews: png, jpeg or webp; unset: png");
 ABSL_FLAG(std::string, animation, "",
           "write the denoising sequence as an animated WebP to this file; empty: none");
 ABSL_FLAG(bool, json, false, "print one JSON object on stdout instead of progress and text");
@@ -121,7 +121,13 @@ Flags (zero or empty means the model's default):
   --negative_prompt TEXT  what to steer away from
   --out FILE|DIR/         where to write. One image: FILE. Several: "image.png" becomes
                           image-<seed>.png for each. An existing directory or a path ending in
-                          '/': DIR/<seed>.png.
+                          '/': DIR/<seed>.png. The extension picks the format: .png, .jpg or
+                          .jpeg, .webp; none, or a directory: PNG; any other is refused (exit 3).
+                          Each file gets the extension of the format the server sent: "image"
+                          becomes image.png, and image.jpg becomes image.png from a server that
+                          sent PNG (with a warning)
+  --quality N             JPEG and WebP quality, 1..100 (higher: larger files, closer to the
+                          original); 0 (default): the server's, 90. PNG ignores it
   --steps N               denoising steps
   --seed N                seed of image 0 (image i uses seed + i); unset: random
   --sampler NAME          ddpm, ddim, ... (see 'imagegen models')
@@ -131,12 +137,18 @@ Flags (zero or empty means the model's default):
   --model NAME            model to use (see 'imagegen models')
   --previews DIR          save preview frames as DIR/step-0001-image-0.png, ...
   --preview_every N       a preview every N steps (default 1 with --previews or --animation)
+  --preview_format F      encoding of the previews: png (default), jpeg or webp; the preview
+                          files get its extension (step-0001-image-0.webp). WebP is the smallest
+                          on the wire; JPEG and WebP are lossy (the server's preview quality)
   --animation FILE        write the denoising sequence of image 0 (every preview received, then
                           the final image, held 1 s) as an animated WebP; implies a preview
-                          every step unless --preview_every is given
+                          every step unless --preview_every is given. Works with every
+                          --preview_format and --out format: PNG, JPEG and WebP frames are all
+                          decoded (lossy previews make lossy frames)
   --json                  no progress line or text: print one JSON object on stdout at the end
                           (job_id, model, sampler, steps, guidance_scale, images, previews_saved,
-                          animation, timings), or {"error": {"code", "message"}} on failure
+                          animation, timings, warnings), or {"error": {"code", "message"}} on
+                          failure
   --priority N            scheduling priority, -100..100
   --job_id ID             choose the job id (for 'imagegen cancel')
   --init_image FILE       image to image: start from this PNG or JPEG (its size unless --size)
@@ -146,12 +158,19 @@ Flags (zero or empty means the model's default):
   --timeout SECONDS       deadline of the call; 0 (default): none
   --tls_ca, --tls_cert, --tls_key, --token_file   TLS and the bearer token (see 'imagegen help')
 
+The server's warnings (prompt words the model does not know and ignored, a prompt cut at the
+text encoder's length) are printed on stderr as "imagegen: warning: ...", with --json too, and
+listed in the JSON's "warnings" (always present, [] when there are none).
+
 Examples:
   imagegen generate --prompt "a pair of trousers" --out trousers.png
   imagegen generate --prompt "a sneaker" --steps 30 --seed 42 --num_images 4 --out shoes/
   imagegen generate --prompt "a bag" --out bag.png --previews frames --preview_every 5
   imagegen generate --prompt "a dress" --init_image trousers.png --strength 0.6 --out dress.png
   imagegen generate --prompt "a coat" --steps 20 --out coat.png --animation coat.webp
+  imagegen generate --prompt "a sandal" --out sandal.jpg --quality 80
+  imagegen generate --prompt "a boot" --out boot.webp --animation boot-anim.webp \
+      --preview_format webp
   imagegen generate --prompt "a shirt" --out shirt.png --json | jq .images[0].path
 )";
 
@@ -226,90 +245,18 @@ absl::Status FromGrpc(const grpc::Status& status) {
   return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
 }
 
-absl::StatusOr<std::string> ReadFlagFile(absl::string_view flag, const std::string& path) {
-  std::ifstream file(path, std::ios::binary);
-  std::string contents(std::istreambuf_iterator<char>(file), {});
-  if (!file) return absl::NotFoundError(absl::StrCat(flag, " ", path, ": cannot read"));
-  return contents;
-}
-
-// --tls_ca turns TLS on; --tls_cert and --tls_key add the client certificate (mutual TLS).
-absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentials() {
-  const std::string ca = absl::GetFlag(FLAGS_tls_ca);
-  const std::string cert = absl::GetFlag(FLAGS_tls_cert);
-  const std::string key = absl::GetFlag(FLAGS_tls_key);
-  if (cert.empty() != key.empty()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(cert.empty() ? "--tls_key is set but --tls_cert is empty"
-                                  : "--tls_cert is set but --tls_key is empty",
-                     "; mutual TLS needs both: the client's PEM certificate and its private key"));
-  }
-  if (ca.empty()) {
-    if (!cert.empty()) {
-      return absl::InvalidArgumentError(
-          "--tls_cert needs --tls_ca too: the PEM CA that signed the server's certificate "
-          "(mutual TLS is TLS first)");
-    }
-    return grpc::InsecureChannelCredentials();
-  }
-  grpc::SslCredentialsOptions ssl;
-  absl::StatusOr<std::string> pem = ReadFlagFile("--tls_ca", ca);
-  if (!pem.ok()) return pem.status();
-  ssl.pem_root_certs = *std::move(pem);
-  if (!cert.empty()) {
-    pem = ReadFlagFile("--tls_cert", cert);
-    if (!pem.ok()) return pem.status();
-    ssl.pem_cert_chain = *std::move(pem);
-    pem = ReadFlagFile("--tls_key", key);
-    if (!pem.ok()) return pem.status();
-    ssl.pem_private_key = *std::move(pem);
-  }
-  return grpc::SslCredentials(ssl);
-}
-
-// --token_file, else IMAGEGEN_TOKEN (an empty variable counts as unset), else none ("").
-absl::StatusOr<std::string> BearerToken() {
-  if (const std::string path = absl::GetFlag(FLAGS_token_file); !path.empty()) {
-    absl::StatusOr<std::string> contents = ReadFlagFile("--token_file", path);
-    if (!contents.ok()) return contents.status();
-    return ParseBearerToken(*contents, absl::StrCat("--token_file ", path));
-  }
-  const char* env = std::getenv("IMAGEGEN_TOKEN");
-  if (env == nullptr || *env == '\0') return std::string();
-  return ParseBearerToken(env, "IMAGEGEN_TOKEN");
-}
-
-// A stub for --server, and what each of its calls carries.
-struct Connection {
-  std::unique_ptr<v1::ImageGenerator::Stub> stub;
-  std::string token;  // empty: no authorization metadata
-
-  // Sets the call's deadline (--timeout) and bearer token.
-  void Prepare(grpc::ClientContext* context) const {
-    // Plain metadata rather than call credentials: gRPC sends those only over TLS, and a server
-    // behind a mesh that encrypts for it may take tokens on a plaintext port.
-    if (!token.empty()) context->AddMetadata("authorization", absl::StrCat("Bearer ", token));
-    const double seconds = absl::GetFlag(FLAGS_timeout);
-    if (seconds <= 0) return;
-    context->set_deadline(std::chrono::system_clock::now() +
-                          std::chrono::microseconds(static_cast<int64_t>(seconds * 1e6)));
-  }
-};
-
 // Reads the TLS files and the token before any call, so that a bad flag fails at once.
 absl::StatusOr<Connection> Connect() {
-  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials = ChannelCredentials();
-  if (!credentials.ok()) return credentials.status();
-  absl::StatusOr<std::string> token = BearerToken();
-  if (!token.ok()) return token.status();
-  grpc::ChannelArguments args;
-  // A result holds up to --max_images full-size images; gRPC's 4 MiB default is too small.
-  args.SetMaxReceiveMessageSize(256 << 20);
-  Connection connection;
-  connection.stub = v1::ImageGenerator::NewStub(
-      grpc::CreateCustomChannel(absl::GetFlag(FLAGS_server), *credentials, args));
-  connection.token = *std::move(token);
-  return connection;
+  return Connection::Create(ConnectionOptionsFromFlags());
+}
+
+// Sets the call's bearer token and its deadline (--timeout).
+void PrepareContext(const Connection& connection, grpc::ClientContext* context) {
+  connection.Authorize(context);
+  const double seconds = absl::GetFlag(FLAGS_timeout);
+  if (seconds <= 0) return;
+  context->set_deadline(std::chrono::system_clock::now() +
+                        std::chrono::microseconds(static_cast<int64_t>(seconds * 1e6)));
 }
 
 absl::Status WriteFile(const std::string& path, const std::string& bytes) {
@@ -317,6 +264,41 @@ absl::Status WriteFile(const std::string& path, const std::string& bytes) {
   file.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
   file.close();
   if (!file) return absl::PermissionDeniedError(absl::StrCat("cannot write ", path));
+  return absl::OkStatus();
+}
+
+// --out names a directory when it ends with '/' or is an existing one.
+bool OutIsDirectory(const std::string& out) {
+  return !out.empty() && (out.back() == '/' || fs::is_directory(out));
+}
+
+bool WantsPreviews() {
+  return !absl::GetFlag(FLAGS_previews).empty() || !absl::GetFlag(FLAGS_animation).empty();
+}
+
+// The encodings: output_format from --out's extension, --quality, and the previews' (every step
+// by default, --preview_format) when --previews or --animation wants them.
+absl::Status SetEncodings(v1::GenerateRequest* request) {
+  const std::string out = absl::GetFlag(FLAGS_out);
+  absl::StatusOr<v1::ImageFormat> format = OutputFormatFromOut(out, OutIsDirectory(out));
+  if (!format.ok()) return format.status();
+  request->set_output_format(*format);
+  absl::StatusOr<uint32_t> quality = ParseQuality(absl::GetFlag(FLAGS_quality));
+  if (!quality.ok()) return quality.status();
+  request->set_quality(*quality);
+  const std::optional<std::string> preview_format = absl::GetFlag(FLAGS_preview_format);
+  if (!WantsPreviews()) {
+    if (preview_format) {
+      return absl::InvalidArgumentError(
+          "--preview_format needs --previews DIR or --animation FILE to use the previews");
+    }
+    return absl::OkStatus();
+  }
+  absl::StatusOr<v1::ImageFormat> preview = ParsePreviewFormat(preview_format.value_or("png"));
+  if (!preview.ok()) return preview.status();
+  const uint32_t every = absl::GetFlag(FLAGS_preview_every);
+  request->mutable_preview()->set_every_n_steps(every == 0 ? 1 : every);
+  request->mutable_preview()->set_format(*preview);
   return absl::OkStatus();
 }
 
@@ -342,10 +324,7 @@ absl::StatusOr<v1::GenerateRequest> BuildGenerateRequest() {
   if (!size.ok()) return size.status();
   request.set_width(size->width);
   request.set_height(size->height);
-  if (!absl::GetFlag(FLAGS_previews).empty() || !absl::GetFlag(FLAGS_animation).empty()) {
-    const uint32_t every = absl::GetFlag(FLAGS_preview_every);
-    request.mutable_preview()->set_every_n_steps(every == 0 ? 1 : every);
-  }
+  if (absl::Status status = SetEncodings(&request); !status.ok()) return status;
   // Range checks are the server's: it knows its own limits and names them in its message.
   return request;
 }
@@ -386,18 +365,111 @@ absl::StatusOr<OutputNamer> PrepareOutputs() {
   return OutputNamer(out, is_directory);
 }
 
-absl::Status SavePreviews(const v1::Progress& progress, const std::string& dir) {
-  for (const v1::Image& image : progress.previews()) {
-    absl::Status status =
-        WriteFile(PreviewPath(dir, progress.step(), image.index(), image.format()), image.data());
-    if (!status.ok()) return status;
+// Where the previews of a Generate stream go: files in --previews DIR, and image 0's frames of
+// --animation. Not thread-safe: the thread that reads the stream uses it.
+class PreviewSink {
+ public:
+  // `dir` empty: no files; `animate` false: no frames.
+  PreviewSink(std::string dir, bool animate) : dir_(std::move(dir)), animate_(animate) {}
+
+  // Saves the step's previews and decodes image 0's as a frame. Errors: a file that cannot be
+  // written (PERMISSION_DENIED), a preview that cannot be decoded (INVALID_ARGUMENT).
+  absl::Status Add(const v1::Progress& progress) {
+    for (const v1::Image& image : progress.previews()) {
+      if (!dir_.empty()) {
+        absl::Status status = WriteFile(
+            PreviewPath(dir_, progress.step(), image.index(), image.format()), image.data());
+        if (!status.ok()) return status;
+        ++saved_;
+      }
+      if (animate_ && image.index() == 0) {
+        absl::Status status = AddFrame(image);
+        if (!status.ok()) return status;
+      }
+    }
+    return absl::OkStatus();
   }
-  return absl::OkStatus();
+
+  // Adds `image` (a preview or the final image) to the animation, whatever its encoding.
+  absl::Status AddFrame(const v1::Image& image) {
+    absl::StatusOr<RgbaImage> frame = DecodeImageToRgba(image.data());
+    if (!frame.ok()) return frame.status();
+    animation_.Add(*std::move(frame));
+    return absl::OkStatus();
+  }
+
+  int saved() const { return saved_; }
+  const AnimationBuilder& animation() const { return animation_; }
+
+ private:
+  const std::string dir_;
+  const bool animate_;
+  int saved_ = 0;
+  AnimationBuilder animation_;
+};
+
+// What a Generate stream brought.
+struct StreamOutcome {
+  grpc::Status status;
+  std::optional<v1::GenerateResponse> result;
+  // A preview that could not be saved or decoded; the job was cancelled on the server.
+  absl::Status local_error;
+};
+
+// Reads the stream to its end, showing progress on `progress` (null: none) and handing the
+// previews to `previews`. A local error cancels the call: the rest of the job would be useless.
+StreamOutcome ReadGenerateStream(const Connection& connection, const v1::GenerateRequest& request,
+                                 grpc::ClientContext* context, ProgressLine* progress,
+                                 PreviewSink* previews) {
+  StreamOutcome outcome;
+  std::unique_ptr<grpc::ClientReader<v1::GenerateEvent>> stream =
+      connection.stub()->Generate(context, request);
+  v1::GenerateEvent event;
+  while (stream->Read(&event)) {
+    if (event.has_accepted()) {
+      if (progress) {
+        progress->Accepted(event.accepted().job_id(), event.accepted().queue_position(),
+                           absl::Now());
+      }
+    } else if (event.has_progress() && event.progress().step() == 0) {
+      if (progress) progress->Queued(event.progress().queue_position(), absl::Now());
+    } else if (event.has_progress()) {
+      if (progress) {
+        progress->Step(event.progress().step(), event.progress().total_steps(), absl::Now());
+      }
+      outcome.local_error = previews->Add(event.progress());
+    } else if (event.has_result()) {
+      outcome.result = std::move(*event.mutable_result());
+    }
+    if (!outcome.local_error.ok()) {
+      context->TryCancel();
+      break;
+    }
+  }
+  outcome.status = stream->Finish();
+  return outcome;
+}
+
+// The server's warnings, then the client's own: images in another format than --out asked for
+// (a server that does not know the format), written with their own format's extension.
+std::vector<std::string> ResultWarnings(const v1::GenerateResponse& result,
+                                        v1::ImageFormat asked) {
+  std::vector<std::string> warnings(result.warnings().begin(), result.warnings().end());
+  for (const v1::Image& image : result.images()) {
+    if (FormatName(image.format()) == FormatName(asked)) continue;
+    warnings.push_back(absl::StrCat("the server sent ", FormatName(image.format()),
+                                    " images, not the ", FormatName(asked), " that --out asks for;",
+                                    " they are written with the extension ",
+                                    FileExtension(image.format())));
+    break;
+  }
+  return warnings;
 }
 
 // The --json report of a finished job.
 std::string ResultJson(const v1::GenerateResponse& result, const std::vector<std::string>& paths,
-                       int previews_saved, const std::string& animation) {
+                       int previews_saved, const std::string& animation,
+                       const std::vector<std::string>& warnings) {
   std::string json = absl::StrCat(
       "{\"job_id\":", JsonString(result.job_id()), ",\"model\":", JsonString(result.model()),
       ",\"sampler\":", JsonString(result.sampler()), ",\"steps\":", result.steps(),
@@ -415,14 +487,17 @@ std::string ResultJson(const v1::GenerateResponse& result, const std::vector<std
                   ",\"text_encode_seconds\":", JsonNumber(t.text_encode_seconds()),
                   ",\"denoise_seconds\":", JsonNumber(t.denoise_seconds()),
                   ",\"decode_seconds\":", JsonNumber(t.decode_seconds()),
-                  ",\"total_seconds\":", JsonNumber(t.total_seconds()), "}}");
+                  ",\"total_seconds\":", JsonNumber(t.total_seconds()), "},\"warnings\":[");
+  for (size_t i = 0; i < warnings.size(); ++i) {
+    absl::StrAppend(&json, i == 0 ? "" : ",", JsonString(warnings[i]));
+  }
+  absl::StrAppend(&json, "]}");
   return json;
 }
 
-absl::Status SaveAndReport(const v1::GenerateResponse& result, const OutputNamer& namer,
-                           int previews_saved, AnimationBuilder* animation) {
-  const bool json = absl::GetFlag(FLAGS_json);
-  const std::string animation_path = absl::GetFlag(FLAGS_animation);
+// Writes each image where `namer` says; returns the paths, in the result's order.
+absl::StatusOr<std::vector<std::string>> WriteImages(const v1::GenerateResponse& result,
+                                                     const OutputNamer& namer) {
   std::vector<std::string> paths;
   for (const v1::Image& image : result.images()) {
     const std::string path = namer.PathFor(image.seed(), result.images_size(), image.format());
@@ -430,21 +505,22 @@ absl::Status SaveAndReport(const v1::GenerateResponse& result, const OutputNamer
     if (!status.ok()) return status;
     paths.push_back(path);
   }
-  if (!animation_path.empty()) {
-    for (const v1::Image& image : result.images()) {
-      if (image.index() != 0) continue;
-      absl::StatusOr<RgbaImage> frame = DecodePngToRgba(image.data());
-      if (!frame.ok()) return frame.status();
-      animation->Add(*std::move(frame));
-    }
-    absl::Status status = animation->Write(animation_path, /*frame_ms=*/100,
-                                           /*last_frame_ms=*/1000);
+  return paths;
+}
+
+// The final image 0 ends the animation, held 1 s.
+absl::Status WriteAnimation(const v1::GenerateResponse& result, const std::string& path,
+                            PreviewSink* previews) {
+  for (const v1::Image& image : result.images()) {
+    if (image.index() != 0) continue;
+    absl::Status status = previews->AddFrame(image);
     if (!status.ok()) return status;
   }
-  if (json) {
-    absl::PrintF("%s\n", ResultJson(result, paths, previews_saved, animation_path));
-    return absl::OkStatus();
-  }
+  return previews->animation().Write(path, /*frame_ms=*/100, /*last_frame_ms=*/1000);
+}
+
+void PrintTextReport(const v1::GenerateResponse& result, const std::vector<std::string>& paths,
+                     const PreviewSink& previews, const std::string& animation_path) {
   absl::PrintF("job %s: model %s, sampler %s, %d steps, guidance %g\n", result.job_id(),
                result.model(), result.sampler(), result.steps(), result.guidance_scale());
   for (int i = 0; i < result.images_size(); ++i) {
@@ -456,11 +532,32 @@ absl::Status SaveAndReport(const v1::GenerateResponse& result, const OutputNamer
                FormatSeconds(t.queue_seconds()), FormatSeconds(t.text_encode_seconds()),
                FormatSeconds(t.denoise_seconds()), FormatSeconds(t.decode_seconds()),
                FormatSeconds(t.total_seconds()));
-  if (previews_saved > 0) {
-    absl::PrintF("previews: %d frames in %s\n", previews_saved, absl::GetFlag(FLAGS_previews));
+  if (previews.saved() > 0) {
+    absl::PrintF("previews: %d frames in %s\n", previews.saved(), absl::GetFlag(FLAGS_previews));
   }
   if (!animation_path.empty()) {
-    absl::PrintF("animation: %d frames in %s\n", animation->size(), animation_path);
+    absl::PrintF("animation: %d frames in %s\n", previews.animation().size(), animation_path);
+  }
+}
+
+absl::Status SaveAndReport(const v1::GenerateResponse& result, v1::ImageFormat asked,
+                           const OutputNamer& namer, PreviewSink* previews) {
+  // Warnings go to stderr even with --json: like errors, they are for the person running it.
+  const std::vector<std::string> warnings = ResultWarnings(result, asked);
+  for (const std::string& warning : warnings) {
+    absl::FPrintF(stderr, "imagegen: warning: %s\n", warning);
+  }
+  absl::StatusOr<std::vector<std::string>> paths = WriteImages(result, namer);
+  if (!paths.ok()) return paths.status();
+  const std::string animation_path = absl::GetFlag(FLAGS_animation);
+  if (!animation_path.empty()) {
+    absl::Status status = WriteAnimation(result, animation_path, previews);
+    if (!status.ok()) return status;
+  }
+  if (absl::GetFlag(FLAGS_json)) {
+    absl::PrintF("%s\n", ResultJson(result, *paths, previews->saved(), animation_path, warnings));
+  } else {
+    PrintTextReport(result, *paths, *previews, animation_path);
   }
   return absl::OkStatus();
 }
@@ -470,79 +567,37 @@ absl::Status RunGenerate() {
   if (!request.ok()) return request.status();
   absl::StatusOr<OutputNamer> namer = PrepareOutputs();
   if (!namer.ok()) return namer.status();
-  const std::string previews_dir = absl::GetFlag(FLAGS_previews);
-  const bool want_animation = !absl::GetFlag(FLAGS_animation).empty();
-  const bool json = absl::GetFlag(FLAGS_json);
-  AnimationBuilder animation;
-
   absl::StatusOr<Connection> connection = Connect();
   if (!connection.ok()) return connection.status();
-  grpc::ClientContext context;
-  connection->Prepare(&context);
-  InterruptCanceller canceller(&context);
-  // --json: stdout carries the report only, and stderr stays quiet.
-  std::optional<ProgressLine> progress;
-  if (!json) progress.emplace(stderr, isatty(STDERR_FILENO) != 0);
 
-  std::unique_ptr<grpc::ClientReader<v1::GenerateEvent>> stream =
-      connection->stub->Generate(&context, *request);
-  std::optional<v1::GenerateResponse> result;
-  int previews_saved = 0;
-  absl::Status local_error;
-  v1::GenerateEvent event;
-  while (stream->Read(&event)) {
-    if (event.has_accepted()) {
-      if (progress) progress->Accepted(event.accepted().job_id(), event.accepted().queue_position(), absl::Now());
-    } else if (event.has_progress() && event.progress().step() == 0) {
-      if (progress) progress->Queued(event.progress().queue_position(), absl::Now());
-    } else if (event.has_progress()) {
-      if (progress) {
-        progress->Step(event.progress().step(), event.progress().total_steps(), absl::Now());
-      }
-      if (!previews_dir.empty()) {
-        local_error = SavePreviews(event.progress(), previews_dir);
-        previews_saved += event.progress().previews_size();
-      }
-      if (want_animation && local_error.ok()) {
-        for (const v1::Image& preview : event.progress().previews()) {
-          if (preview.index() != 0) continue;
-          absl::StatusOr<RgbaImage> frame = DecodePngToRgba(preview.data());
-          if (!frame.ok()) {
-            local_error = frame.status();
-            break;
-          }
-          animation.Add(*std::move(frame));
-        }
-      }
-    } else if (event.has_result()) {
-      result = std::move(*event.mutable_result());
-    }
-    if (!local_error.ok()) {
-      // A disk problem here makes the rest of the job useless; stop it on the server too.
-      context.TryCancel();
-      break;
-    }
-  }
-  const grpc::Status status = stream->Finish();
+  grpc::ClientContext context;
+  PrepareContext(*connection, &context);
+  InterruptCanceller canceller(&context);
+  // --json: stdout carries the report only, and stderr has no progress line.
+  std::optional<ProgressLine> progress;
+  if (!absl::GetFlag(FLAGS_json)) progress.emplace(stderr, isatty(STDERR_FILENO) != 0);
+  PreviewSink previews(absl::GetFlag(FLAGS_previews), !absl::GetFlag(FLAGS_animation).empty());
+  StreamOutcome outcome = ReadGenerateStream(*connection, *request, &context,
+                                             progress ? &*progress : nullptr, &previews);
   if (progress) progress->Finish(absl::Now());
 
-  if (!local_error.ok()) return local_error;
-  if (!status.ok() && canceller.interrupted()) {
+  if (!outcome.local_error.ok()) return outcome.local_error;
+  if (!outcome.status.ok() && canceller.interrupted()) {
     return absl::CancelledError("interrupted: the job was cancelled on the server");
   }
-  if (!status.ok()) return FromGrpc(status);
-  if (!result) return absl::InternalError("the stream ended OK but carried no result");
-  return SaveAndReport(*result, *namer, previews_saved, &animation);
+  if (!outcome.status.ok()) return FromGrpc(outcome.status);
+  if (!outcome.result) return absl::InternalError("the stream ended OK but carried no result");
+  return SaveAndReport(*outcome.result, request->output_format(), *namer, &previews);
 }
 
 absl::Status RunModels() {
   absl::StatusOr<Connection> connection = Connect();
   if (!connection.ok()) return connection.status();
   grpc::ClientContext context;
-  connection->Prepare(&context);
+  PrepareContext(*connection, &context);
   v1::ListModelsResponse response;
   const grpc::Status status =
-      connection->stub->ListModels(&context, v1::ListModelsRequest(), &response);
+      connection->stub()->ListModels(&context, v1::ListModelsRequest(), &response);
   if (!status.ok()) return FromGrpc(status);
   absl::PrintF("%s", FormatModelsTable(response));
   return absl::OkStatus();
@@ -560,11 +615,11 @@ absl::Status RunCancel(const std::vector<std::string>& args) {
   absl::StatusOr<Connection> connection = Connect();
   if (!connection.ok()) return connection.status();
   grpc::ClientContext context;
-  connection->Prepare(&context);
+  PrepareContext(*connection, &context);
   v1::CancelJobRequest request;
   request.set_job_id(job_id);
   v1::CancelJobResponse response;
-  const grpc::Status status = connection->stub->CancelJob(&context, request, &response);
+  const grpc::Status status = connection->stub()->CancelJob(&context, request, &response);
   if (!status.ok()) return FromGrpc(status);
   if (response.cancelled()) {
     absl::PrintF("job %s cancelled\n", job_id);

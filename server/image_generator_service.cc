@@ -6,7 +6,6 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
-#include "core/math/samplers.h"
 #include "server/request_mapper.h"
 #include "server/status_util.h"
 
@@ -19,46 +18,67 @@ absl::Time DeadlineOf(const grpc::CallbackServerContext& context) {
   return absl::FromChrono(deadline);
 }
 
-void FillImage(const EncodedImage& in, v1::Image* out) {
-  out->set_data(in.data);
-  out->set_format(v1::IMAGE_FORMAT_PNG);
+v1::ImageFormat ApiFormat(ImageFormat format) {
+  switch (format) {
+    case ImageFormat::kPng: return v1::IMAGE_FORMAT_PNG;
+    case ImageFormat::kJpeg: return v1::IMAGE_FORMAT_JPEG;
+    case ImageFormat::kWebp: return v1::IMAGE_FORMAT_WEBP;
+  }
+  return v1::IMAGE_FORMAT_UNSPECIFIED;
+}
+
+void FillImage(EncodedImage in, v1::Image* out) {
+  out->set_data(std::move(in.data));
+  out->set_format(ApiFormat(in.format));
   out->set_width(in.width);
   out->set_height(in.height);
   out->set_seed(in.seed);
   out->set_index(in.index);
 }
 
-void FillResponse(JobResult result, const JobRequest& request, v1::GenerateResponse* out) {
+void FillResponse(JobResult result, v1::GenerateResponse* out) {
   out->set_job_id(result.job_id);
-  for (const EncodedImage& image : result.images) FillImage(image, out->add_images());
+  for (EncodedImage& image : result.images) FillImage(std::move(image), out->add_images());
   v1::Timings* t = out->mutable_timings();
   t->set_queue_seconds(absl::ToDoubleSeconds(result.timings.queue));
   t->set_text_encode_seconds(absl::ToDoubleSeconds(result.timings.text_encode));
   t->set_denoise_seconds(absl::ToDoubleSeconds(result.timings.denoise));
   t->set_decode_seconds(absl::ToDoubleSeconds(result.timings.decode));
   t->set_total_seconds(absl::ToDoubleSeconds(result.timings.total));
-  out->set_model(request.model);
-  out->set_sampler(request.sampler);
-  out->set_steps(request.steps);
-  out->set_guidance_scale(static_cast<float>(request.guidance_scale));
+  out->set_model(std::move(result.model));
+  out->set_sampler(std::move(result.sampler));
+  out->set_steps(result.steps);
+  out->set_guidance_scale(static_cast<float>(result.guidance_scale));
+  for (std::string& warning : result.warnings) out->add_warnings(std::move(warning));
 }
+
+// What a call keeps of its job: the few fields its events need, not the request (which holds the
+// decoded init image).
+struct AdmittedJob {
+  std::string job_id;
+  std::string model;
+  int total_steps = 0;  // StepsToRun: Progress.total_steps while queued
+};
 
 // Resolves and submits a request; on error the status to finish the call with, after counting
 // an invalid request.
 absl::Status Admit(const v1::GenerateRequest& request, const grpc::CallbackServerContext& context,
                    Engine& engine, Metrics& metrics, RequestLog* log, const std::string& default_model,
-                   std::shared_ptr<JobListener> listener, JobRequest* job) {
+                   bool with_previews, std::shared_ptr<JobListener> listener, AdmittedJob* job) {
   const std::string named = request.model().empty() ? default_model : request.model();
   const std::string model = engine.FindModel(named) ? named : "unknown";
-  auto resolved = ToJobRequest(request, engine, default_model, DeadlineOf(context));
-  if (!resolved.ok()) {
-    metrics.OnInvalidRequest(model);
-    if (log) log->LogRefused(model, absl::StatusCodeToString(resolved.status().code()), std::string(resolved.status().message()));
-    return resolved.status();
-  }
-  *job = *resolved;
+  auto refused = [&](const absl::Status& status) {
+    if (status.code() == absl::StatusCode::kInvalidArgument || status.code() == absl::StatusCode::kNotFound) {
+      metrics.OnInvalidRequest(model);
+    }
+    if (log) log->LogRefused(model, absl::StatusCodeToString(status.code()), std::string(status.message()));
+    return status;
+  };
+  auto resolved = ToJobRequest(request, engine, default_model, DeadlineOf(context), with_previews);
+  if (!resolved.ok()) return refused(resolved.status());
+  *job = {resolved->job_id, resolved->model, StepsToRun(*resolved)};
   absl::Status status = engine.Submit(*std::move(resolved), std::move(listener));
-  if (!status.ok() && log) log->LogRefused(model, absl::StatusCodeToString(status.code()), std::string(status.message()));
+  if (!status.ok()) return refused(status);
   return status;
 }
 
@@ -73,7 +93,8 @@ class GenerateReactor : public grpc::ServerWriteReactor<v1::GenerateEvent>,
   void Begin(grpc::CallbackServerContext* context, const v1::GenerateRequest& request,
              const std::string& default_model) {
     self_ = shared_from_this();
-    absl::Status status = Admit(request, *context, *engine_, *metrics_, log_, default_model, self_, &job_);
+    absl::Status status = Admit(request, *context, *engine_, *metrics_, log_, default_model, /*with_previews=*/true,
+                                self_, &job_);
     if (!status.ok()) OnError(status);
   }
 
@@ -92,7 +113,7 @@ class GenerateReactor : public grpc::ServerWriteReactor<v1::GenerateEvent>,
   void OnQueuePosition(int queue_position) override {
     v1::GenerateEvent event;
     event.mutable_progress()->set_queue_position(queue_position);
-    event.mutable_progress()->set_total_steps(job_.steps);
+    event.mutable_progress()->set_total_steps(job_.total_steps);
     {
       absl::MutexLock lock(&mu_);
       if (finished_) return;
@@ -110,7 +131,7 @@ class GenerateReactor : public grpc::ServerWriteReactor<v1::GenerateEvent>,
     v1::Progress* p = event.mutable_progress();
     p->set_step(update.step);
     p->set_total_steps(update.total_steps);
-    for (const EncodedImage& image : update.previews) FillImage(image, p->add_previews());
+    for (EncodedImage& image : update.previews) FillImage(std::move(image), p->add_previews());
     int replaced = 0;
     {
       absl::MutexLock lock(&mu_);
@@ -124,7 +145,7 @@ class GenerateReactor : public grpc::ServerWriteReactor<v1::GenerateEvent>,
 
   void OnResult(JobResult result) override {
     v1::GenerateEvent event;
-    FillResponse(std::move(result), job_, event.mutable_result());
+    FillResponse(std::move(result), event.mutable_result());
     {
       absl::MutexLock lock(&mu_);
       result_ = std::move(event);
@@ -199,7 +220,7 @@ class GenerateReactor : public grpc::ServerWriteReactor<v1::GenerateEvent>,
   Engine* const engine_;
   Metrics* const metrics_;
   RequestLog* const log_;
-  JobRequest job_;  // Set in Begin before any event; read-only after.
+  AdmittedJob job_;  // Set in Begin before any event; read-only after.
   std::shared_ptr<GenerateReactor> self_;
 
   absl::Mutex mu_;
@@ -225,7 +246,8 @@ class GenerateImagesReactor : public grpc::ServerUnaryReactor,
   void Begin(grpc::CallbackServerContext* context, const v1::GenerateRequest& request,
              const std::string& default_model) {
     self_ = shared_from_this();
-    absl::Status status = Admit(request, *context, *engine_, *metrics_, log_, default_model, self_, &job_);
+    absl::Status status = Admit(request, *context, *engine_, *metrics_, log_, default_model, /*with_previews=*/false,
+                                self_, &job_);
     if (!status.ok()) OnError(status);
   }
 
@@ -233,7 +255,7 @@ class GenerateImagesReactor : public grpc::ServerUnaryReactor,
   void OnProgress(ProgressUpdate) override {}
   void OnResult(JobResult result) override {
     if (!TakeFinish()) return;
-    FillResponse(std::move(result), job_, response_);
+    FillResponse(std::move(result), response_);
     Finish(grpc::Status::OK);
   }
   void OnError(absl::Status status) override {
@@ -257,7 +279,7 @@ class GenerateImagesReactor : public grpc::ServerUnaryReactor,
   Metrics* const metrics_;
   RequestLog* const log_;
   v1::GenerateResponse* const response_;  // Owned by gRPC; valid until OnDone.
-  JobRequest job_;
+  AdmittedJob job_;
   std::shared_ptr<GenerateImagesReactor> self_;
   absl::Mutex mu_;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
@@ -356,9 +378,15 @@ grpc::ServerUnaryReactor* ImageGeneratorService::ListModels(grpc::CallbackServer
     info->set_default_sampler(m->default_sampler);
     info->set_default_steps(m->default_steps);
     info->set_default_guidance_scale(static_cast<float>(m->default_guidance_scale));
-    for (const std::string& s : SamplerNames()) info->add_samplers(s);
+    for (const std::string& s : m->SupportedSamplers()) info->add_samplers(s);
     info->set_is_default(m->name == default_model_);
     info->set_max_prompt_tokens(m->max_length);
+    const RequestLimits& limits = engine->limits();
+    info->set_max_image_side(limits.max_image_side);
+    info->set_max_images(limits.max_images);
+    info->set_max_pixels(limits.max_pixels);
+    info->set_max_steps(std::min(limits.max_steps, m->num_train_timesteps));
+    info->set_max_prompt_chars(limits.max_prompt_chars);
   }
   return Answered(context, grpc::Status::OK);
 }

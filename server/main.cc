@@ -2,8 +2,6 @@
 #include <malloc.h>
 #include <signal.h>
 
-#include <ATen/Parallel.h>
-
 #include <algorithm>
 #include <atomic>
 #include <iostream>
@@ -52,7 +50,8 @@ ABSL_FLAG(int, malloc_arena_max, 2,
           "load (bench/RESULTS.md, \"Soak\").");
 ABSL_FLAG(int, max_steps, imagegen::RequestLimits{}.max_steps, "Largest steps a request may ask for.");
 ABSL_FLAG(int, max_images, imagegen::RequestLimits{}.max_images, "Largest num_images a request may ask for.");
-ABSL_FLAG(int, max_prompt_chars, imagegen::RequestLimits{}.max_prompt_chars, "Longest prompt (and negative prompt), in bytes of UTF-8.");
+ABSL_FLAG(int, max_prompt_chars, imagegen::RequestLimits{}.max_prompt_chars,
+          "Longest prompt (and negative prompt), in characters (Unicode code points of its UTF-8).");
 ABSL_FLAG(int, max_image_side, imagegen::RequestLimits{}.max_image_side,
           "Largest width or height, in pixels (also of an init_image).");
 ABSL_FLAG(int64_t, max_pixels, imagegen::RequestLimits{}.max_pixels,
@@ -87,8 +86,6 @@ int main(int argc, char** argv) {
   // Before any thread starts, so that every thread shares the few arenas.
   if (absl::GetFlag(FLAGS_malloc_arena_max) > 0) mallopt(M_ARENA_MAX, absl::GetFlag(FLAGS_malloc_arena_max));
 
-  if (absl::GetFlag(FLAGS_interop_threads) > 0) at::set_num_interop_threads(absl::GetFlag(FLAGS_interop_threads));
-
   imagegen::ServerOptions options;
   options.listen = absl::GetFlag(FLAGS_listen);
   options.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
@@ -111,6 +108,7 @@ int main(int argc, char** argv) {
   }
   options.engine.request_level_batching = batching == "request";
   options.engine.intra_op_threads = absl::GetFlag(FLAGS_intra_op_threads);
+  options.engine.interop_threads = absl::GetFlag(FLAGS_interop_threads);
   options.engine.limits.max_steps = absl::GetFlag(FLAGS_max_steps);
   options.engine.limits.max_images = absl::GetFlag(FLAGS_max_images);
   options.engine.limits.max_prompt_chars = absl::GetFlag(FLAGS_max_prompt_chars);

@@ -55,7 +55,8 @@ Metrics::Metrics()
                   .Register(*registry_)),
       steps_(prometheus::BuildCounter()
                  .Name("imagegen_denoising_steps_total")
-                 .Help("Denoising steps done, counted per job (a batched call of three jobs counts three).")
+                 .Help("Denoising steps completed, counted per job (a batched call that completes a step of three "
+                       "jobs counts three; heun's first call of a step counts nothing).")
                  .Register(*registry_)),
       previews_sent_(prometheus::BuildCounter()
                          .Name("imagegen_previews_sent_total")
@@ -65,6 +66,10 @@ Metrics::Metrics()
                              .Name("imagegen_previews_replaced_total")
                              .Help("Preview images replaced by a newer one before a slow client received them.")
                              .Register(*registry_)),
+      preview_failures_(prometheus::BuildCounter()
+                            .Name("imagegen_preview_failures_total")
+                            .Help("Due previews that could not be made (decode or encode failed); the job went on.")
+                            .Register(*registry_)),
       queue_depth_(prometheus::BuildGauge()
                        .Name("imagegen_queue_depth")
                        .Help("Jobs waiting in the queue.")
@@ -112,6 +117,10 @@ void Metrics::OnModelCall(const std::string& model, int rows, int job_steps, abs
 
 void Metrics::OnFirstPreview(const std::string& model, absl::Duration since_accepted) {
   first_preview_duration_.Add({{"model", model}}, RequestBuckets()).Observe(absl::ToDoubleSeconds(since_accepted));
+}
+
+void Metrics::OnPreviewFailed(const std::string& model, const std::string&, const absl::Status&) {
+  preview_failures_.Add({{"model", model}}).Increment();
 }
 
 void Metrics::OnJobFinished(const std::string& model, JobOutcome outcome, absl::Duration total, int images) {

@@ -39,6 +39,7 @@ class Metrics : public EngineObserver {
   void OnJobStarted(const std::string& model, absl::Duration queue_time) override;
   void OnModelCall(const std::string& model, int rows, int job_steps, absl::Duration duration) override;
   void OnFirstPreview(const std::string& model, absl::Duration since_accepted) override;
+  void OnPreviewFailed(const std::string& model, const std::string& job_id, const absl::Status& status) override;
   void OnJobFinished(const std::string& model, JobOutcome outcome, absl::Duration total, int images) override;
 
  private:
@@ -53,6 +54,7 @@ class Metrics : public EngineObserver {
   prometheus::Family<prometheus::Counter>& steps_;
   prometheus::Family<prometheus::Counter>& previews_sent_;
   prometheus::Family<prometheus::Counter>& previews_replaced_;
+  prometheus::Family<prometheus::Counter>& preview_failures_;
   prometheus::Gauge& queue_depth_;
   prometheus::Gauge& active_jobs_;
 };

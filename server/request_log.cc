@@ -38,6 +38,12 @@ void RequestLog::OnJobSummary(const JobSummary& s) {
       s.message.empty() ? "" : absl::StrCat(",\"message\":", Quote(s.message))));
 }
 
+void RequestLog::OnPreviewFailed(const std::string& model, const std::string& job_id, const absl::Status& status) {
+  LogEvent("preview_failed", {{"job_id", job_id}, {"model", model},
+                              {"code", absl::StatusCodeToString(status.code())},
+                              {"message", std::string(status.message())}});
+}
+
 void RequestLog::LogRefused(const std::string& model, const std::string& code, const std::string& message) {
   Write(absl::StrFormat(R"({"time":%s,"event":"request","model":%s,"outcome":"refused","code":%s,"message":%s})",
                         Quote(Now()), Quote(model), Quote(code), Quote(message)));

@@ -18,6 +18,8 @@ class RequestLog : public EngineObserver {
 
   // An accepted job ended.
   void OnJobSummary(const JobSummary& summary) override;
+  // A due preview could not be made.
+  void OnPreviewFailed(const std::string& model, const std::string& job_id, const absl::Status& status) override;
   // A request refused before it became a job (invalid field, unknown model, full queue, ...).
   void LogRefused(const std::string& model, const std::string& code, const std::string& message);
   // Any other event, as {"event": event, key: value...}; values are JSON-escaped strings.
@@ -27,34 +29,6 @@ class RequestLog : public EngineObserver {
   void Write(const std::string& line);
   std::FILE* out_;
   absl::Mutex mu_;
-};
-
-// Forwards every engine event to several observers (metrics and the request log). Thread-safe
-// when they are; does not own them.
-class ObserverFanout : public EngineObserver {
- public:
-  explicit ObserverFanout(std::vector<EngineObserver*> observers) : observers_(std::move(observers)) {}
-  void OnQueueDepth(int depth) override { for (auto* o : observers_) o->OnQueueDepth(depth); }
-  void OnActiveJobs(int active) override { for (auto* o : observers_) o->OnActiveJobs(active); }
-  void OnJobRejected(const std::string& model) override { for (auto* o : observers_) o->OnJobRejected(model); }
-  void OnJobStarted(const std::string& model, absl::Duration queue_time) override {
-    for (auto* o : observers_) o->OnJobStarted(model, queue_time);
-  }
-  void OnModelCall(const std::string& model, int rows, int job_steps, absl::Duration duration) override {
-    for (auto* o : observers_) o->OnModelCall(model, rows, job_steps, duration);
-  }
-  void OnFirstPreview(const std::string& model, absl::Duration since_accepted) override {
-    for (auto* o : observers_) o->OnFirstPreview(model, since_accepted);
-  }
-  void OnJobFinished(const std::string& model, JobOutcome outcome, absl::Duration total, int images) override {
-    for (auto* o : observers_) o->OnJobFinished(model, outcome, total, images);
-  }
-  void OnJobSummary(const JobSummary& summary) override {
-    for (auto* o : observers_) o->OnJobSummary(summary);
-  }
-
- private:
-  std::vector<EngineObserver*> observers_;
 };
 
 }  // namespace imagegen

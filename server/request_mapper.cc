@@ -13,6 +13,20 @@ bool IsJobIdChar(char c) {
          c == '_' || c == '-';
 }
 
+// The engine's format of an API format; INVALID_ARGUMENT naming `field` for a value outside the
+// enum (a newer client's, or garbage on the wire).
+absl::StatusOr<ImageFormat> FormatOf(const char* field, v1::ImageFormat format) {
+  switch (format) {
+    case v1::IMAGE_FORMAT_UNSPECIFIED:
+    case v1::IMAGE_FORMAT_PNG: return ImageFormat::kPng;
+    case v1::IMAGE_FORMAT_JPEG: return ImageFormat::kJpeg;
+    case v1::IMAGE_FORMAT_WEBP: return ImageFormat::kWebp;
+    default: break;
+  }
+  return absl::InvalidArgumentError(absl::StrCat(field, " is ", static_cast<int>(format),
+                                                 "; allowed: IMAGE_FORMAT_PNG, IMAGE_FORMAT_JPEG, IMAGE_FORMAT_WEBP"));
+}
+
 absl::BitGen& Rng() {
   thread_local absl::BitGen gen;
   return gen;
@@ -25,22 +39,26 @@ std::string NewJobId() {
 }
 
 absl::StatusOr<JobRequest> ToJobRequest(const v1::GenerateRequest& in, const Engine& engine,
-                                        const std::string& default_model, absl::Time deadline) {
+                                        const std::string& default_model, absl::Time deadline,
+                                        bool with_previews) {
   JobRequest r;
   r.model = in.model().empty() ? default_model : in.model();
   const ModelConfig* model = engine.FindModel(r.model);
   if (model == nullptr) {
     std::string names;
     for (const ModelConfig* m : engine.models()) absl::StrAppend(&names, names.empty() ? "" : ", ", m->name);
-    return absl::NotFoundError(absl::StrCat("model is \"", r.model, "\", which is not loaded; loaded: ", names));
+    return absl::NotFoundError(absl::StrCat("model is \"", r.model.substr(0, 128), "\", which is not loaded; loaded: ", names));
   }
-  if (in.output_format() != v1::IMAGE_FORMAT_UNSPECIFIED && in.output_format() != v1::IMAGE_FORMAT_PNG) {
-    return absl::InvalidArgumentError(absl::StrCat("output_format is ", v1::ImageFormat_Name(in.output_format()),
-                                                   "; supported: IMAGE_FORMAT_PNG"));
-  }
-  if (in.preview().format() != v1::IMAGE_FORMAT_UNSPECIFIED && in.preview().format() != v1::IMAGE_FORMAT_PNG) {
-    return absl::InvalidArgumentError(absl::StrCat("preview.format is ", v1::ImageFormat_Name(in.preview().format()),
-                                                   "; supported: IMAGE_FORMAT_PNG"));
+  auto output_format = FormatOf("output_format", in.output_format());
+  if (!output_format.ok()) return output_format.status();
+  r.output_format = *output_format;
+  auto preview_format = FormatOf("preview.format", in.preview().format());
+  if (!preview_format.ok()) return preview_format.status();
+  r.preview_format = *preview_format;
+  if (in.preview().method() != v1::PREVIEW_METHOD_UNSPECIFIED && in.preview().method() != v1::PREVIEW_METHOD_LATENT_APPROX &&
+      in.preview().method() != v1::PREVIEW_METHOD_VAE_DECODE) {
+    return absl::InvalidArgumentError(absl::StrCat("preview.method is ", static_cast<int>(in.preview().method()),
+                                                   "; allowed: PREVIEW_METHOD_LATENT_APPROX, PREVIEW_METHOD_VAE_DECODE"));
   }
   if (!in.init_image().empty()) {
     const RequestLimits& limits = engine.limits();
@@ -82,11 +100,12 @@ absl::StatusOr<JobRequest> ToJobRequest(const v1::GenerateRequest& in, const Eng
   r.sampler = in.sampler().empty() ? model->default_sampler : in.sampler();
   r.seed = in.has_seed() ? in.seed() : absl::Uniform<uint32_t>(Rng());
   r.num_images = in.num_images() == 0 ? 1 : as_int(in.num_images());
-  r.preview_every_n_steps = as_int(in.preview().every_n_steps());
+  r.preview_every_n_steps = with_previews ? as_int(in.preview().every_n_steps()) : 0;
   r.preview_vae_decode = in.preview().method() == v1::PREVIEW_METHOD_VAE_DECODE;
+  r.preview_quality = in.preview().quality() == 0 ? kDefaultPreviewQuality : as_int(in.preview().quality());
+  r.output_quality = in.quality() == 0 ? kDefaultOutputQuality : as_int(in.quality());
   r.priority = in.priority();
   r.deadline = deadline;
-  if (auto s = ValidateJobRequest(r, *model, engine.limits()); !s.ok()) return s;
   return r;
 }
 

@@ -7,7 +7,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "core/model/model_bundle.h"
+#include "core/model/bundle_dirs.h"
 #include "server/thread_stacks.h"
 
 namespace imagegen {

@@ -3,6 +3,8 @@
 #include <ATen/Parallel.h>
 #include <c10/core/InferenceMode.h>
 
+#include <mutex>
+
 #include "absl/strings/str_cat.h"
 #include "core/engine/generation.h"
 #include "core/engine/step_scheduler.h"
@@ -19,6 +21,18 @@ JobOutcome OutcomeOf(const absl::Status& status) {
     case absl::StatusCode::kUnavailable: return JobOutcome::kUnavailable;
     default: return JobOutcome::kFailed;
   }
+}
+
+// at::set_num_interop_threads may be called once per process, before any inter-op work.
+void SetInteropThreadsOnce(int threads) {
+  static std::once_flag once;
+  std::call_once(once, [threads] {
+    try {
+      at::set_num_interop_threads(threads);
+    } catch (const std::exception&) {
+      // Parallel work already started in this process (a test's earlier engine): keep LibTorch's.
+    }
+  });
 }
 
 }  // namespace
@@ -42,6 +56,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const Options& options,
   }
   if (options.devices.empty()) return absl::InvalidArgumentError("no devices to run on");
   if (bundle_dirs.empty()) return absl::InvalidArgumentError("no model bundles to load");
+  if (options.interop_threads > 0) SetInteropThreadsOnce(options.interop_threads);
   std::unique_ptr<Engine> engine(new Engine(options, nullptr, observer));
   std::vector<Pipeline*> pipelines;
   for (const std::string& device : options.devices) {
@@ -103,9 +118,8 @@ absl::Status Engine::Submit(JobRequest request, std::shared_ptr<JobListener> lis
   if (model == nullptr) return absl::NotFoundError(absl::StrCat("model \"", request.model, "\" is not loaded"));
   if (auto s = ValidateJobRequest(request, *model, options_.limits); !s.ok()) return s;
 
-  auto job = std::make_shared<Job>();
+  auto job = std::make_shared<Job>(std::move(listener));
   job->request = std::move(request);
-  job->listener = std::move(listener);
   job->accepted_at = clock_->Now();
   {
     absl::MutexLock lock(&mu_);
@@ -141,7 +155,7 @@ bool Engine::Cancel(const std::string& job_id, const JobListener* owner) {
   }
   absl::MutexLock lock(&mu_);
   auto it = jobs_.find(job_id);
-  if (it == jobs_.end() || (owner != nullptr && it->second->listener.get() != owner)) return false;
+  if (it == jobs_.end() || (owner != nullptr && it->second->events.listener() != owner)) return false;
   // Running (or between the queue and a worker): the worker ends it at the next step boundary,
   // unless it has already claimed the job's result (kFinishing): then it is too late.
   return it->second->RequestStop(StopReason::kCancelled);
@@ -240,11 +254,10 @@ void Engine::Finish(Job& job, absl::Status status, JobResult* result) {
     auto it = jobs_.find(job.request.job_id);
     if (it != jobs_.end() && it->second.get() == &job) jobs_.erase(it);
   }
-  if (status.ok()) {
-    job.listener->OnResult(std::move(*result));
-  } else {
-    job.listener->OnError(std::move(status));
-  }
+  std::optional<JobResult> delivered;
+  if (status.ok() && result != nullptr) delivered = std::move(*result);
+  job.events.RecordEnd(std::move(status), std::move(delivered));
+  job.events.Deliver();
 }
 
 }  // namespace imagegen

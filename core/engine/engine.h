@@ -21,15 +21,16 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "core/engine/clock.h"
 #include "core/engine/engine_observer.h"
 #include "core/engine/job.h"
 #include "core/engine/job_queue.h"
-#include "core/engine/pipeline.h"
 #include "core/model/model_config.h"
 
 namespace imagegen {
 
 class ModelBundle;
+class Pipeline;
 class StepScheduler;
 
 // Thread-safe. Owns the model bundles and the worker threads; the destructor shuts down.
@@ -41,7 +42,11 @@ class Engine {
     // One worker per device, each with its own model replicas: "cpu" or "cuda:N".
     std::vector<std::string> devices = {"cpu"};
     // LibTorch intra-op threads of each worker; 0: LibTorch's default (one per physical core).
+    // OpenMP settings are per thread: each worker sets its own.
     int intra_op_threads = 0;
+    // LibTorch inter-op threads, process-wide; 0: LibTorch's default. Only the first engine of
+    // a process sets it (LibTorch allows one setting, before any parallel work).
+    int interop_threads = 0;
     // UNet rows per call (guidance counts two rows per image).
     int max_batch_rows = 32;
     // How long an idle worker waits for queued rows to fill a first batch.
@@ -76,11 +81,12 @@ class Engine {
   const ModelConfig* FindModel(const std::string& name) const;
   const RequestLimits& limits() const { return options_.limits; }
 
-  // Queues a job. On OK the engine shares ownership of `listener`, has already called its
-  // OnAccepted, and will end the job with exactly one OnResult or OnError. Otherwise the listener
-  // hears nothing and the status says why: NOT_FOUND (unknown model), INVALID_ARGUMENT (a field,
-  // see ValidateJobRequest), ALREADY_EXISTS (job id in use), RESOURCE_EXHAUSTED (queue full),
-  // UNAVAILABLE (shutting down). Never blocks on a worker.
+  // Queues a job. On OK the engine shares ownership of `listener`, which hears OnAccepted before
+  // any other event (JobEvents, job.h) and will hear exactly one OnResult or OnError. Otherwise
+  // the listener hears nothing and the status says why: NOT_FOUND (unknown model),
+  // INVALID_ARGUMENT (a field, see ValidateJobRequest), ALREADY_EXISTS (job id in use),
+  // RESOURCE_EXHAUSTED (queue full), UNAVAILABLE (shutting down). Never blocks on a worker, and
+  // calls no listener under an engine lock (lock order in job.h).
   absl::Status Submit(JobRequest request, std::shared_ptr<JobListener> listener);
 
   // Cancels a queued or running job: a queued one ends now, a running one at its next step

@@ -3,7 +3,9 @@
 #define IMAGEGEN_CORE_ENGINE_ENGINE_OBSERVER_H_
 
 #include <string>
+#include <vector>
 
+#include "absl/status/status.h"
 #include "absl/time/time.h"
 
 namespace imagegen {
@@ -26,12 +28,15 @@ class EngineObserver {
   virtual void OnJobRejected(const std::string& model) {}
   // A job left the queue and starts running after `queue_time`.
   virtual void OnJobStarted(const std::string& model, absl::Duration queue_time) {}
-  // One batched UNet call of `rows` rows (guidance counts two rows per image) advanced
-  // `job_steps` job-steps in `duration`.
+  // One batched UNet call of `rows` rows (guidance counts two rows per image) completed
+  // `job_steps` denoising steps of its jobs (heun's first call of a step completes none) in
+  // `duration`.
   virtual void OnModelCall(const std::string& model, int rows, int job_steps,
                            absl::Duration duration) {}
   // A job produced its first preview, `since_accepted` after it was accepted.
   virtual void OnFirstPreview(const std::string& model, absl::Duration since_accepted) {}
+  // A due preview could not be made (decoded or encoded); the job went on without it.
+  virtual void OnPreviewFailed(const std::string& model, const std::string& job_id, const absl::Status& status) {}
   // A job that was accepted ended.
   virtual void OnJobFinished(const std::string& model, JobOutcome outcome, absl::Duration total,
                              int images) {}
@@ -47,6 +52,37 @@ class EngineObserver {
     int images = 0;
   };
   virtual void OnJobSummary(const JobSummary& summary) {}
+};
+
+// Forwards every engine event to several observers (metrics and the request log). Thread-safe
+// when they are; does not own them.
+class ObserverFanout : public EngineObserver {
+ public:
+  explicit ObserverFanout(std::vector<EngineObserver*> observers) : observers_(std::move(observers)) {}
+  void OnQueueDepth(int depth) override { for (auto* o : observers_) o->OnQueueDepth(depth); }
+  void OnActiveJobs(int active) override { for (auto* o : observers_) o->OnActiveJobs(active); }
+  void OnJobRejected(const std::string& model) override { for (auto* o : observers_) o->OnJobRejected(model); }
+  void OnJobStarted(const std::string& model, absl::Duration queue_time) override {
+    for (auto* o : observers_) o->OnJobStarted(model, queue_time);
+  }
+  void OnModelCall(const std::string& model, int rows, int job_steps, absl::Duration duration) override {
+    for (auto* o : observers_) o->OnModelCall(model, rows, job_steps, duration);
+  }
+  void OnFirstPreview(const std::string& model, absl::Duration since_accepted) override {
+    for (auto* o : observers_) o->OnFirstPreview(model, since_accepted);
+  }
+  void OnPreviewFailed(const std::string& model, const std::string& job_id, const absl::Status& status) override {
+    for (auto* o : observers_) o->OnPreviewFailed(model, job_id, status);
+  }
+  void OnJobFinished(const std::string& model, JobOutcome outcome, absl::Duration total, int images) override {
+    for (auto* o : observers_) o->OnJobFinished(model, outcome, total, images);
+  }
+  void OnJobSummary(const JobSummary& summary) override {
+    for (auto* o : observers_) o->OnJobSummary(summary);
+  }
+
+ private:
+  std::vector<EngineObserver*> observers_;
 };
 
 }  // namespace imagegen

@@ -4,7 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/engine/model_failure.h"
-#include "core/image/png_codec.h"
+#include "core/image/image_codec.h"
 
 namespace imagegen {
 
@@ -49,6 +49,10 @@ Generation::Generation(ModelBundle* model, const JobRequest& request)
       num_images_(request.num_images),
       seed_(request.seed),
       preview_vae_decode_(request.preview_vae_decode),
+      preview_format_(request.preview_format),
+      preview_quality_(request.preview_quality),
+      output_format_(request.output_format),
+      output_quality_(request.output_quality),
       width_(request.width),
       height_(request.height) {}
 
@@ -59,6 +63,7 @@ absl::StatusOr<std::unique_ptr<Generation>> Generation::Start(ModelBundle* model
 
 std::vector<absl::StatusOr<std::unique_ptr<Generation>>> Generation::StartBatch(
     ModelBundle* model, const std::vector<const JobRequest*>& requests) {
+  const ModelConfig& c = model->config();
   std::vector<absl::StatusOr<std::unique_ptr<Generation>>> out;
   std::vector<Generation*> started;
   std::vector<int64_t> ids;  // every prompt row of every started job
@@ -71,23 +76,33 @@ std::vector<absl::StatusOr<std::unique_ptr<Generation>>> Generation::StartBatch(
     std::unique_ptr<Generation> g(new Generation(model, *request));
     g->sampler_ = *std::move(sampler);
     // The conditional prompt, and for guidance the negative (unconditional) one.
-    std::vector<int64_t> cond = model->tokenizer().Encode(request->prompt);
-    ids.insert(ids.end(), cond.begin(), cond.end());
+    TokenizedText cond = model->tokenizer().Tokenize(request->prompt);
+    ids.insert(ids.end(), cond.ids.begin(), cond.ids.end());
+    g->warnings_ = TokenizerWarnings(cond, "prompt", c.name);
     if (g->guided()) {
-      std::vector<int64_t> uncond = model->tokenizer().Encode(request->negative_prompt);
-      ids.insert(ids.end(), uncond.begin(), uncond.end());
+      TokenizedText uncond = model->tokenizer().Tokenize(request->negative_prompt);
+      ids.insert(ids.end(), uncond.ids.begin(), uncond.ids.end());
+      for (std::string& w : TokenizerWarnings(uncond, "negative_prompt", c.name)) g->warnings_.push_back(std::move(w));
     }
     started.push_back(g.get());
     out.push_back(std::move(g));
   }
   if (started.empty()) return out;
 
-  // One text encoder call for all of them.
-  const ModelConfig& c = model->config();
-  const int64_t rows = static_cast<int64_t>(ids.size()) / c.max_length;
-  at::Tensor id_tensor =
-      at::tensor(ids, at::TensorOptions().device(model->device()).dtype(at::kLong)).view({rows, c.max_length});
-  at::Tensor context = model->text_encoder().forward({id_tensor}).toTensor();  // [rows, L, D]
+  // One text encoder call for all of them: its failure is every started job's.
+  at::Tensor context;
+  absl::Status encoded = RunModelCall(c.name, [&] {
+    const int64_t rows = static_cast<int64_t>(ids.size()) / c.max_length;
+    at::Tensor id_tensor =
+        at::tensor(ids, at::TensorOptions().device(model->device()).dtype(at::kLong)).view({rows, c.max_length});
+    context = model->text_encoder().forward({id_tensor}).toTensor();  // [rows, L, D]
+  });
+  if (!encoded.ok()) {
+    for (auto& entry : out) {
+      if (entry.ok()) entry = encoded;
+    }
+    return out;
+  }
   int64_t row = 0;
   for (Generation* g : started) {
     const int64_t prompts = g->guided() ? 2 : 1;
@@ -95,18 +110,13 @@ std::vector<absl::StatusOr<std::unique_ptr<Generation>>> Generation::StartBatch(
     g->context_ = context.narrow(0, row, prompts).repeat_interleave(g->num_images_, 0);
     row += prompts;
   }
-  // Latents after the text, in request order, each from its own generators.
-  size_t k = 0;
+  // Latents after the text, in request order, each from its own generators. Image to image
+  // encodes each job's init image in a call of its own: its failure is that job's alone.
   for (size_t i = 0; i < requests.size(); ++i) {
     if (!out[i].ok()) continue;
-    Generation* g = started[k++];
-    try {
-      g->InitLatents(*requests[i]);
-    } catch (const std::exception& e) {
-      // Image to image encodes each job's init image in a call of its own: its failure is that
-      // job's alone (and frees its Generation; `g` is not used again).
-      out[i] = ModelFailure(model->config().name, e);
-    }
+    Generation* g = out[i]->get();
+    absl::Status init = RunModelCall(c.name, [&] { g->InitLatents(*requests[i]); });
+    if (!init.ok()) out[i] = init;  // frees its Generation
   }
   return out;
 }
@@ -155,7 +165,8 @@ int Generation::DenoiseStep(const std::vector<Generation*>& batch) {
   return static_cast<int>(row);
 }
 
-absl::StatusOr<std::vector<EncodedImage>> Generation::EncodeAll(const at::Tensor& images) const {
+absl::StatusOr<std::vector<EncodedImage>> Generation::EncodeAll(const at::Tensor& images, ImageFormat format,
+                                                                 int quality) const {
   // images: [N, c, H, W] in [-1, 1] -> 8-bit, channels last.
   at::Tensor bytes = ((images.clamp(-1, 1) + 1) * 127.5).round().to(at::kByte).permute({0, 2, 3, 1})
                          .contiguous().cpu();
@@ -167,15 +178,18 @@ absl::StatusOr<std::vector<EncodedImage>> Generation::EncodeAll(const at::Tensor
     raster.channels = static_cast<int>(bytes.size(3));
     const uint8_t* p = bytes[i].data_ptr<uint8_t>();
     raster.pixels.assign(p, p + raster.height * raster.width * raster.channels);
-    auto png = EncodePng(raster);
-    if (!png.ok()) return png.status();
-    out.push_back({*std::move(png), raster.width, raster.height, seed_ + static_cast<uint64_t>(i), i});
+    auto encoded = EncodeImage(raster, format, quality);
+    if (!encoded.ok()) return encoded.status();
+    out.push_back({*std::move(encoded), format, raster.width, raster.height, seed_ + static_cast<uint64_t>(i), i});
   }
   return out;
 }
 
 absl::StatusOr<std::vector<EncodedImage>> Generation::Preview() const {
-  if (preview_vae_decode_) return Decode();
+  if (preview_vae_decode_) {
+    const double scale = model_->config().scaling_factor;
+    return EncodeAll(model_->vae_decoder().forward({latents_ / scale}).toTensor(), preview_format_, preview_quality_);
+  }
   const ModelConfig& c = model_->config();
   at::Tensor m = at::from_blob(const_cast<float*>(c.latent_rgb_matrix.data()), {3, c.latent_channels}, at::kFloat)
                      .to(latents_.device());
@@ -183,13 +197,13 @@ absl::StatusOr<std::vector<EncodedImage>> Generation::Preview() const {
                      .to(latents_.device());
   at::Tensor rgb = at::einsum("oc,nchw->nohw", {m, latents_}) + b;
   rgb = at::upsample_nearest2d(rgb, {height_, width_});
-  return EncodeAll(rgb);
+  return EncodeAll(rgb, preview_format_, preview_quality_);
 }
 
 absl::StatusOr<std::vector<EncodedImage>> Generation::Decode() const {
   const double scale = model_->config().scaling_factor;
   at::Tensor images = model_->vae_decoder().forward({latents_ / scale}).toTensor();
-  return EncodeAll(images);
+  return EncodeAll(images, output_format_, output_quality_);
 }
 
 }  // namespace imagegen
@@ -225,18 +239,30 @@ std::vector<absl::StatusOr<std::unique_ptr<JobState>>> GenerationPipeline::Start
   return out;
 }
 
-int GenerationPipeline::Step(const std::vector<JobState*>& batch) {
+absl::StatusOr<int> GenerationPipeline::Step(const std::vector<JobState*>& batch) {
   std::vector<Generation*> generations;
   for (JobState* s : batch) generations.push_back(static_cast<Generation*>(s));
-  return Generation::DenoiseStep(generations);
+  int rows = 0;
+  absl::Status status = RunModelCall(generations.front()->model_name(),
+                                     [&] { rows = Generation::DenoiseStep(generations); });
+  if (!status.ok()) return status;
+  return rows;
 }
 
 absl::StatusOr<std::vector<EncodedImage>> GenerationPipeline::Preview(JobState& job) {
-  return static_cast<Generation&>(job).Preview();
+  auto& g = static_cast<Generation&>(job);
+  absl::StatusOr<std::vector<EncodedImage>> images;
+  absl::Status status = RunModelCall(g.model_name(), [&] { images = g.Preview(); });
+  if (!status.ok()) return status;
+  return images;
 }
 
 absl::StatusOr<std::vector<EncodedImage>> GenerationPipeline::Finish(JobState& job) {
-  return static_cast<Generation&>(job).Decode();
+  auto& g = static_cast<Generation&>(job);
+  absl::StatusOr<std::vector<EncodedImage>> images;
+  absl::Status status = RunModelCall(g.model_name(), [&] { images = g.Decode(); });
+  if (!status.ok()) return status;
+  return images;
 }
 
 }  // namespace imagegen

@@ -35,15 +35,17 @@ class PerImageNoise : public NoiseSource {
 
 // The reverse-process state of one job: its sampler, latents and text context. Owned by the
 // worker that runs the job; not thread-safe. Methods may throw c10::Error / std::exception from
-// the model; the engine catches them once per call and fails the jobs involved.
+// the model; GenerationPipeline runs each through RunModelCall (model_failure.h), the one place
+// they are caught, and fails the jobs of that call.
 class Generation : public JobState {
  public:
   // Tokenizes and encodes the prompt (and the negative prompt for guidance) in one text encoder
-  // call, and draws the initial latents. INVALID_ARGUMENT for a request the sampler refuses.
+  // call, and draws the initial latents. A request the sampler refuses (which validation at
+  // admission rules out) is INVALID_ARGUMENT; a failing model call its ModelFailure.
   static absl::StatusOr<std::unique_ptr<Generation>> Start(ModelBundle* model, const JobRequest& request);
   // The same for several jobs of one model, with the text of all of them in one text encoder
-  // call. One entry per request, in order. A failing text encoder throws (every job was in that
-  // call); a failing image-to-image encode is its own job's error (ModelFailure).
+  // call. One entry per request, in order. A failing text encoder fails every job of the call;
+  // a failing image-to-image encode only its own job. Never throws.
   static std::vector<absl::StatusOr<std::unique_ptr<Generation>>> StartBatch(
       ModelBundle* model, const std::vector<const JobRequest*>& requests);
 
@@ -54,15 +56,20 @@ class Generation : public JobState {
   static int DenoiseStep(const std::vector<Generation*>& batch);
 
   bool done() const override { return sampler_->done(); }
-  // Model calls done and to do; image to image counts only the calls it runs.
-  int steps_done() const override { return sampler_->call_index() - sampler_->first_call(); }
-  int total_steps() const override { return sampler_->num_calls() - sampler_->first_call(); }
+  // Denoising steps done and to do (Sampler::steps_done); image to image counts only the steps
+  // it runs.
+  int steps_done() const override { return sampler_->steps_done(); }
+  int total_steps() const override { return sampler_->steps_to_run(); }
   int rows() const override { return guided() ? 2 * num_images_ : num_images_; }
+  std::vector<std::string> warnings() const override { return warnings_; }
+  const std::string& model_name() const { return model_->config().name; }
 
-  // A preview of the current latents, one PNG per image of the image size: the linear
-  // latent-to-RGB projection upscaled (nearest), or with preview_vae_decode the VAE decoder.
+  // A preview of the current latents, one image per image of the image size in the request's
+  // preview format: the linear latent-to-RGB projection upscaled (nearest), or with
+  // preview_vae_decode the VAE decoder.
   absl::StatusOr<std::vector<EncodedImage>> Preview() const;
-  // Decodes the final latents with the VAE and encodes one PNG per image.
+  // Decodes the final latents with the VAE and encodes one image per image in the request's
+  // output format.
   absl::StatusOr<std::vector<EncodedImage>> Decode() const;
 
  private:
@@ -70,7 +77,8 @@ class Generation : public JobState {
   // Draws (or, for image to image, encodes and noises) the initial latents.
   void InitLatents(const JobRequest& request);
   bool guided() const { return guidance_scale_ != 1.0; }
-  absl::StatusOr<std::vector<EncodedImage>> EncodeAll(const at::Tensor& images) const;
+  absl::StatusOr<std::vector<EncodedImage>> EncodeAll(const at::Tensor& images, ImageFormat format,
+                                                      int quality) const;
 
   ModelBundle* model_;  // Not owned.
   std::unique_ptr<Sampler> sampler_;
@@ -79,6 +87,11 @@ class Generation : public JobState {
   int num_images_;
   uint64_t seed_;
   bool preview_vae_decode_;
+  ImageFormat preview_format_;
+  int preview_quality_;
+  ImageFormat output_format_;
+  int output_quality_;
+  std::vector<std::string> warnings_;
   int width_;
   int height_;
   at::Tensor latents_;  // [N, C, h, w]
@@ -92,7 +105,7 @@ class GenerationPipeline : public Pipeline {
 
   std::vector<absl::StatusOr<std::unique_ptr<JobState>>> Start(
       const std::vector<const JobRequest*>& requests) override;
-  int Step(const std::vector<JobState*>& batch) override;
+  absl::StatusOr<int> Step(const std::vector<JobState*>& batch) override;
   absl::StatusOr<std::vector<EncodedImage>> Preview(JobState& job) override;
   absl::StatusOr<std::vector<EncodedImage>> Finish(JobState& job) override;
 

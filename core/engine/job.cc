@@ -5,9 +5,8 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "core/engine/engine_observer.h"
-#include "core/math/samplers.h"
-#include "core/model/model_bundle.h"
+#include "core/math/sampler_registry.h"
+#include "core/model/model_config.h"
 
 namespace imagegen {
 namespace {
@@ -27,30 +26,60 @@ absl::Status CheckSide(const char* field, int value, const ModelConfig& model, c
   return absl::OkStatus();
 }
 
+// UTF-8 characters (code points): every byte that does not continue a sequence.
+int64_t Utf8Length(absl::string_view text) {
+  int64_t n = 0;
+  for (unsigned char c : text) n += (c & 0xC0) != 0x80;
+  return n;
+}
+
+absl::Status CheckPromptLength(const char* field, absl::string_view text, const RequestLimits& limits) {
+  // Bytes first: a prompt of more bytes than 4 x the limit is too long whatever it holds.
+  const int64_t chars = text.size() > 4 * static_cast<size_t>(limits.max_prompt_chars) ? text.size() : Utf8Length(text);
+  if (chars > limits.max_prompt_chars) {
+    return Invalid(field, absl::StrCat(chars, " characters long"),
+                   absl::StrCat("allowed: at most ", limits.max_prompt_chars, " characters"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckQuality(const char* field, int quality) {
+  if (quality < kMinImageQuality || quality > kMaxImageQuality) {
+    return Invalid(field, absl::StrCat(quality), absl::StrCat("allowed: ", kMinImageQuality, " to ", kMaxImageQuality,
+                                                              "; 0 means the default"));
+  }
+  return absl::OkStatus();
+}
+
+// The sampler, and the steps within what it accepts with the model's scheduler config.
+absl::Status CheckSamplerAndSteps(const JobRequest& r, const ModelConfig& model, const RequestLimits& limits) {
+  const ModelConfig::SamplerSupport* sampler = model.FindSampler(r.sampler);
+  if (sampler == nullptr || !sampler->refusal.empty()) {
+    std::string why = sampler == nullptr ? "" : absl::StrCat(" (", sampler->refusal, ")");
+    return Invalid("sampler", absl::StrCat("\"", r.sampler.substr(0, 64), "\"", why),
+                   absl::StrCat("allowed for model ", model.name, ": ", absl::StrJoin(model.SupportedSamplers(), ", "),
+                                "; empty means the default ", model.default_sampler));
+  }
+  const int max_steps = std::min(limits.max_steps, model.num_train_timesteps);
+  if (r.steps < sampler->min_steps || r.steps > max_steps) {
+    return Invalid("steps", absl::StrCat(r.steps),
+                   absl::StrCat("allowed: ", sampler->min_steps, " to ", max_steps, " with sampler ", r.sampler,
+                                "; 0 means the default ", model.default_steps));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
-const char* JobOutcomeName(JobOutcome outcome) {
-  switch (outcome) {
-    case JobOutcome::kOk: return "ok";
-    case JobOutcome::kCancelled: return "cancelled";
-    case JobOutcome::kDeadlineExceeded: return "deadline_exceeded";
-    case JobOutcome::kRejected: return "rejected";
-    case JobOutcome::kUnavailable: return "unavailable";
-    case JobOutcome::kFailed: return "failed";
-  }
-  return "unknown";
+int StepsToRun(const JobRequest& r) {
+  if (r.init_image.pixels.empty()) return r.steps;
+  return r.steps - ImageToImageStartStep(r.steps, r.strength);
 }
 
 absl::Status ValidateJobRequest(const JobRequest& r, const ModelConfig& model,
                                 const RequestLimits& limits) {
-  if (static_cast<int>(r.prompt.size()) > limits.max_prompt_chars) {
-    return Invalid("prompt", absl::StrCat(r.prompt.size(), " characters long"),
-                   absl::StrCat("allowed: at most ", limits.max_prompt_chars, " characters"));
-  }
-  if (static_cast<int>(r.negative_prompt.size()) > limits.max_prompt_chars) {
-    return Invalid("negative_prompt", absl::StrCat(r.negative_prompt.size(), " characters long"),
-                   absl::StrCat("allowed: at most ", limits.max_prompt_chars, " characters"));
-  }
+  if (auto s = CheckPromptLength("prompt", r.prompt, limits); !s.ok()) return s;
+  if (auto s = CheckPromptLength("negative_prompt", r.negative_prompt, limits); !s.ok()) return s;
   if (absl::StripAsciiWhitespace(r.prompt).empty() && r.guidance_scale != 1.0) {
     return Invalid("prompt", "empty",
                    absl::StrCat("model ", model.name, " needs a prompt (an unconditional sample "
@@ -58,20 +87,10 @@ absl::Status ValidateJobRequest(const JobRequest& r, const ModelConfig& model,
   }
   if (auto s = CheckSide("width", r.width, model, limits); !s.ok()) return s;
   if (auto s = CheckSide("height", r.height, model, limits); !s.ok()) return s;
-  const int max_steps = std::min(limits.max_steps, 1000);
-  if (r.steps < 1 || r.steps > max_steps) {
-    return Invalid("steps", absl::StrCat(r.steps), absl::StrCat("allowed: 1 to ", max_steps, "; 0 means the default ",
-                                                                model.default_steps));
-  }
+  if (auto s = CheckSamplerAndSteps(r, model, limits); !s.ok()) return s;
   if (!(r.guidance_scale >= 1.0 && r.guidance_scale <= 30.0)) {
     return Invalid("guidance_scale", absl::StrCat(r.guidance_scale),
                    absl::StrCat("allowed: 1 to 30; 0 means the default ", model.default_guidance_scale));
-  }
-  const auto& samplers = SamplerNames();
-  if (std::find(samplers.begin(), samplers.end(), r.sampler) == samplers.end()) {
-    return Invalid("sampler", absl::StrCat("\"", r.sampler, "\""),
-                   absl::StrCat("allowed: ", absl::StrJoin(samplers, ", "), "; empty means the default ",
-                                model.default_sampler));
   }
   if (r.num_images < 1 || r.num_images > limits.max_images) {
     return Invalid("num_images", absl::StrCat(r.num_images),
@@ -81,10 +100,8 @@ absl::Status ValidateJobRequest(const JobRequest& r, const ModelConfig& model,
     return Invalid("width x height x num_images", absl::StrCat(r.width, "x", r.height, "x", r.num_images, " = ", pixels),
                    absl::StrCat("allowed: at most ", limits.max_pixels, " pixels per request"));
   }
-  if (r.preview_every_n_steps < 0 || r.preview_every_n_steps > r.steps) {
-    return Invalid("preview.every_n_steps", absl::StrCat(r.preview_every_n_steps),
-                   absl::StrCat("allowed: 0 (no previews) to steps (", r.steps, ")"));
-  }
+  if (auto s = CheckQuality("quality", r.output_quality); !s.ok()) return s;
+  if (auto s = CheckQuality("preview.quality", r.preview_quality); !s.ok()) return s;
   if (r.init_image.pixels.empty()) {
     if (r.strength != 0) {
       return Invalid("strength", absl::StrCat(r.strength), "must be 0 (unset) without init_image");
@@ -102,15 +119,106 @@ absl::Status ValidateJobRequest(const JobRequest& r, const ModelConfig& model,
     if (!(r.strength > 0 && r.strength <= 1)) {
       return Invalid("strength", absl::StrCat(r.strength), "allowed: (0, 1] with init_image");
     }
-    if (Sampler::ImageToImageStartStep(r.steps, r.strength) >= r.steps) {
+    if (ImageToImageStartStep(r.steps, r.strength) >= r.steps) {
       return Invalid("strength", absl::StrCat(r.strength),
                      absl::StrCat("with steps ", r.steps, " it runs no denoising step; strength * steps must be at least 1"));
     }
+  }
+  // After image to image: the steps that run bound the preview interval.
+  if (r.preview_every_n_steps < 0 || r.preview_every_n_steps > StepsToRun(r)) {
+    return Invalid("preview.every_n_steps", absl::StrCat(r.preview_every_n_steps),
+                   absl::StrCat("allowed: 0 (no previews) to the steps that run (", StepsToRun(r), ")"));
   }
   if (r.priority < -100 || r.priority > 100) {
     return Invalid("priority", absl::StrCat(r.priority), "allowed: -100 to 100");
   }
   return absl::OkStatus();
+}
+
+void JobEvents::RecordAccepted(std::string job_id, int queue_position) {
+  absl::MutexLock lock(&mu_);
+  if (ended_) return;
+  Event e{Event::kAccepted};
+  e.job_id = std::move(job_id);
+  e.queue_position = queue_position;
+  pending_.push_back(std::move(e));
+}
+
+void JobEvents::RecordQueuePosition(int queue_position) {
+  absl::MutexLock lock(&mu_);
+  if (ended_) return;
+  for (Event& e : pending_) {
+    if (e.kind == Event::kQueuePosition) {
+      e.queue_position = queue_position;
+      return;
+    }
+  }
+  Event e{Event::kQueuePosition};
+  e.queue_position = queue_position;
+  pending_.push_back(std::move(e));
+}
+
+void JobEvents::RecordLeftQueue() {
+  absl::MutexLock lock(&mu_);
+  for (auto it = pending_.begin(); it != pending_.end(); ++it) {
+    if (it->kind == Event::kQueuePosition) {
+      pending_.erase(it);
+      return;
+    }
+  }
+}
+
+void JobEvents::RecordProgress(ProgressUpdate update) {
+  absl::MutexLock lock(&mu_);
+  if (ended_) return;
+  Event e{Event::kProgress};
+  e.progress = std::move(update);
+  pending_.push_back(std::move(e));
+}
+
+void JobEvents::RecordEnd(absl::Status status, std::optional<JobResult> result) {
+  absl::MutexLock lock(&mu_);
+  if (ended_) return;
+  ended_ = true;
+  Event e{Event::kEnd};
+  e.status = std::move(status);
+  e.result = std::move(result);
+  pending_.push_back(std::move(e));
+}
+
+void JobEvents::Deliver() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (delivering_) return;  // that thread delivers ours too
+    delivering_ = true;
+  }
+  for (;;) {
+    std::deque<Event> batch;
+    {
+      absl::MutexLock lock(&mu_);
+      if (pending_.empty()) {
+        delivering_ = false;
+        return;
+      }
+      batch.swap(pending_);
+    }
+    for (Event& e : batch) Call(e);
+  }
+}
+
+void JobEvents::Call(Event& e) {
+  switch (e.kind) {
+    case Event::kAccepted: listener_->OnAccepted(e.job_id, e.queue_position); break;
+    case Event::kQueuePosition: listener_->OnQueuePosition(e.queue_position); break;
+    case Event::kProgress: listener_->OnProgress(std::move(e.progress)); break;
+    case Event::kEnd:
+      if (e.result) {
+        listener_->OnResult(*std::move(e.result));
+      } else {
+        listener_->OnError(std::move(e.status));
+      }
+      break;
+  }
 }
 
 }  // namespace imagegen

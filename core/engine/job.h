@@ -1,13 +1,28 @@
-// A generation job as the engine sees it: what to make, and who hears about it.
+// A generation job as the engine sees it: what to make (JobRequest), what comes back
+// (ProgressUpdate, JobResult), who hears about it (JobListener), and the job as the engine
+// tracks it from admission to its end (Job), with the one place its events are delivered from
+// (JobEvents).
+//
+// Lock order, outermost first: Engine::mu_, JobQueue::mu_, JobEvents::mu_. No listener is ever
+// called with any of them held: JobEvents records an event under its own mutex and delivers it
+// after releasing it, so a listener may call back into the engine (Cancel, Submit) from its
+// callbacks.
 #ifndef IMAGEGEN_CORE_ENGINE_JOB_H_
 #define IMAGEGEN_CORE_ENGINE_JOB_H_
 
+#include <atomic>
 #include <cstdint>
+#include <deque>
+#include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "core/image/image_codec.h"
 #include "core/image/png_codec.h"
 
 namespace imagegen {
@@ -27,9 +42,13 @@ struct JobRequest {
   std::string sampler;
   uint64_t seed = 0;  // image i uses seed + i
   int num_images = 1;
-  int preview_every_n_steps = 0;  // 0: no previews
+  int preview_every_n_steps = 0;  // 0: no previews; else every N steps (Sampler::steps_done)
   // false: the linear latent-to-RGB projection (nearly free); true: the full VAE decoder.
   bool preview_vae_decode = false;
+  ImageFormat preview_format = ImageFormat::kPng;
+  int preview_quality = 75;  // JPEG/WebP, 1..100
+  ImageFormat output_format = ImageFormat::kPng;
+  int output_quality = 90;   // JPEG/WebP, 1..100
   // Image to image: the decoded init image (no pixels: text to image), the same size as the
   // request, and how much of the reverse process to run, in (0, 1].
   RasterImage init_image;
@@ -37,6 +56,10 @@ struct JobRequest {
   int priority = 0;
   absl::Time deadline = absl::InfiniteFuture();
 };
+
+// The denoising steps `request` runs: steps, or for image to image the last
+// min(int(steps * strength), steps) of them. The one unit of progress (Sampler::steps_done).
+int StepsToRun(const JobRequest& request);
 
 // Limits a server places on requests, on top of what each model allows.
 struct RequestLimits {
@@ -53,22 +76,27 @@ struct RequestLimits {
 };
 
 // INVALID_ARGUMENT naming the first field outside what `model` and `limits` allow, with its
-// value and the allowed range; OK otherwise. Field names are those of the public API.
+// value and the allowed range; OK otherwise. Field names are those of the public API. The one
+// check of a request: what it accepts, the worker runs (sampler and steps against what the
+// model's scheduler config supports, ModelConfig::samplers), so nothing accepted fails
+// validation later.
 absl::Status ValidateJobRequest(const JobRequest& request, const ModelConfig& model,
                                 const RequestLimits& limits);
 
-// An encoded image (PNG) with where it came from.
+// An encoded image with where it came from.
 struct EncodedImage {
   std::string data;
+  ImageFormat format = ImageFormat::kPng;
   int width = 0;
   int height = 0;
   uint64_t seed = 0;
   int index = 0;
 };
 
+// Progress counts denoising steps (Sampler::steps_done), one update per step.
 struct ProgressUpdate {
   int step = 0;  // 1..total_steps
-  int total_steps = 0;
+  int total_steps = 0;  // StepsToRun(request)
   std::vector<EncodedImage> previews;  // one per image on steps where a preview is due
 };
 
@@ -84,11 +112,19 @@ struct JobResult {
   std::string job_id;
   std::vector<EncodedImage> images;
   JobTimings timings;
+  // What ran, with every default resolved.
+  std::string model;
+  std::string sampler;
+  int steps = 0;
+  double guidance_scale = 1.0;
+  // What of the request the model could not take (TokenizerWarnings), for the client.
+  std::vector<std::string> warnings;
 };
 
-// Receives one job's events. Implementations must be thread-safe and must never block: they
-// are called from the worker thread (and OnAccepted from Engine::Submit's caller), and a slow
-// consumer must not stall the worker. Order: OnAccepted, OnQueuePosition while it waits, then
+// Receives one job's events, through its JobEvents: one call at a time, in order, with no engine
+// lock held. Implementations must never block: the calls come from the worker thread or from
+// whichever engine caller (Submit, Cancel, another job's admission) produced the event, and a
+// slow consumer must not stall them. Order: OnAccepted, OnQueuePosition while it waits, then
 // OnProgress per step, then exactly one of OnResult or OnError.
 class JobListener {
  public:
@@ -99,6 +135,73 @@ class JobListener {
   virtual void OnProgress(ProgressUpdate update) = 0;
   virtual void OnResult(JobResult result) = 0;
   virtual void OnError(absl::Status status) = 0;
+};
+
+// Delivers one job's events to its listener in order, one call at a time, never under a lock:
+// Record* queues an event under mu_ (cheap, safe under JobQueue's lock), Deliver() hands what is
+// queued to the listener outside mu_. Whoever calls Deliver while another thread is delivering
+// returns at once; that thread delivers the new events too. Thread-safe.
+class JobEvents {
+ public:
+  explicit JobEvents(std::shared_ptr<JobListener> listener) : listener_(std::move(listener)) {}
+
+  void RecordAccepted(std::string job_id, int queue_position);
+  // Replaces a queue position not yet delivered: the listener hears the newest one.
+  void RecordQueuePosition(int queue_position);
+  // The job left the queue: a queue position not yet delivered is dropped.
+  void RecordLeftQueue();
+  void RecordProgress(ProgressUpdate update);
+  // The job's end: OnResult when `result` is set, else OnError(status). Later records are dropped.
+  void RecordEnd(absl::Status status, std::optional<JobResult> result);
+  void Deliver();
+
+  const JobListener* listener() const { return listener_.get(); }
+
+ private:
+  struct Event {
+    enum Kind { kAccepted, kQueuePosition, kProgress, kEnd } kind;
+    std::string job_id;
+    int queue_position = 0;
+    ProgressUpdate progress;
+    absl::Status status;
+    std::optional<JobResult> result;
+  };
+  void Call(Event& event);
+
+  const std::shared_ptr<JobListener> listener_;
+  absl::Mutex mu_;
+  std::deque<Event> pending_ ABSL_GUARDED_BY(mu_);
+  bool delivering_ ABSL_GUARDED_BY(mu_) = false;
+  bool ended_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+// Why a job stops, or kFinishing once its worker has claimed its result for delivery. Each
+// transition is a compare-and-swap from kNone, so Cancel and the worker agree on which won:
+// a job Cancel stopped ends CANCELLED, and a job past kFinishing can no longer be cancelled.
+enum class StopReason : int { kNone = 0, kCancelled = 1, kShutdown = 2, kFinishing = 3 };
+
+// A job as the engine tracks it from admission to its end. `request`, `accepted_at` and
+// `sequence` are set before the job is shared and never change; `stop` is written by
+// Cancel/Shutdown and by the worker when the job finishes (StopReason); `events` is thread-safe.
+struct Job {
+  explicit Job(std::shared_ptr<JobListener> listener) : events(std::move(listener)) {}
+
+  JobRequest request;
+  JobEvents events;
+  absl::Time accepted_at;
+  uint64_t sequence = 0;  // admission order
+  std::atomic<int> stop{static_cast<int>(StopReason::kNone)};
+  std::atomic<bool> started{false};  // a worker took it from the queue
+  absl::Time started_at;  // when it did; written by that worker before `started`
+
+  // Asks the worker to stop the job for `reason` (kCancelled or kShutdown). True when the job
+  // will end for that reason; false when it already stops for another or its result is claimed.
+  bool RequestStop(StopReason reason) {
+    int expected = static_cast<int>(StopReason::kNone);
+    return stop.compare_exchange_strong(expected, static_cast<int>(reason)) || expected == static_cast<int>(reason);
+  }
+  // UNet rows per step: images, twice with guidance.
+  int rows() const { return request.guidance_scale != 1.0 ? 2 * request.num_images : request.num_images; }
 };
 
 }  // namespace imagegen

@@ -12,78 +12,95 @@ double JobQueue::Key(const Job& job) const {
   return job.request.priority - absl::ToUnixMicros(job.accepted_at) / absl::ToDoubleMicroseconds(aging_);
 }
 
-bool JobQueue::Order::operator()(const std::shared_ptr<Job>& a, const std::shared_ptr<Job>& b) const {
-  // The comparator cannot reach the queue's aging: Push stores the key in the job first.
-  if (a->queue_key != b->queue_key) return a->queue_key > b->queue_key;
-  return a->sequence < b->sequence;
+bool JobQueue::Order::operator()(const Entry& a, const Entry& b) const {
+  if (a.key != b.key) return a.key > b.key;
+  return a.sequence < b.sequence;
 }
 
 absl::Status JobQueue::Push(std::shared_ptr<Job> job) {
-  absl::MutexLock lock(&mu_);
-  if (closed_) return absl::UnavailableError("the server is shutting down");
-  if (static_cast<int>(jobs_.size()) >= capacity_) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("the queue is full (", capacity_, " jobs waiting); retry later or elsewhere"));
+  std::vector<std::shared_ptr<Job>> notify;
+  {
+    absl::MutexLock lock(&mu_);
+    if (closed_) return absl::UnavailableError("the server is shutting down");
+    if (static_cast<int>(jobs_.size()) >= capacity_) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("the queue is full (", capacity_, " jobs waiting); retry later or elsewhere"));
+    }
+    auto [it, inserted] = jobs_.insert(Entry{Key(*job), job->sequence, job, -1});
+    queued_rows_ += job->rows();
+    const int position = static_cast<int>(std::distance(jobs_.begin(), it));
+    it->last_position = position;
+    job->events.RecordAccepted(job->request.job_id, position);
+    notify.push_back(job);
+    Changed(&notify);
   }
-  job->queue_key = Key(*job);
-  auto [it, inserted] = jobs_.insert(job);
-  queued_rows_ += job->rows();
-  const int position = static_cast<int>(std::distance(jobs_.begin(), it));
-  job->last_position = position;
-  job->listener->OnAccepted(job->request.job_id, position);
-  Changed();
+  Deliver(notify);
   return absl::OkStatus();
 }
 
+std::shared_ptr<Job> JobQueue::Take(std::set<Entry, Order>::iterator it) {
+  std::shared_ptr<Job> job = it->job;
+  queued_rows_ -= job->rows();
+  jobs_.erase(it);
+  job->events.RecordLeftQueue();
+  return job;
+}
+
 std::vector<std::shared_ptr<Job>> JobQueue::PopWhile(const std::function<bool(const Job&)>& fits) {
-  absl::MutexLock lock(&mu_);
   std::vector<std::shared_ptr<Job>> out;
-  while (!jobs_.empty() && fits(**jobs_.begin())) {
-    out.push_back(*jobs_.begin());
-    queued_rows_ -= out.back()->rows();
-    jobs_.erase(jobs_.begin());
+  std::vector<std::shared_ptr<Job>> notify;
+  {
+    absl::MutexLock lock(&mu_);
+    while (!jobs_.empty() && fits(*jobs_.begin()->job)) out.push_back(Take(jobs_.begin()));
+    if (!out.empty()) Changed(&notify);
   }
-  if (!out.empty()) Changed();
+  Deliver(notify);
   return out;
 }
 
 std::shared_ptr<Job> JobQueue::Remove(const std::string& job_id, const JobListener* owner) {
-  absl::MutexLock lock(&mu_);
-  for (auto it = jobs_.begin(); it != jobs_.end(); ++it) {
-    if ((*it)->request.job_id == job_id && (owner == nullptr || (*it)->listener.get() == owner)) {
-      std::shared_ptr<Job> job = *it;
-      queued_rows_ -= job->rows();
-      jobs_.erase(it);
-      Changed();
-      return job;
+  std::shared_ptr<Job> removed;
+  std::vector<std::shared_ptr<Job>> notify;
+  {
+    absl::MutexLock lock(&mu_);
+    for (auto it = jobs_.begin(); it != jobs_.end(); ++it) {
+      const Job& job = *it->job;
+      if (job.request.job_id == job_id && (owner == nullptr || job.events.listener() == owner)) {
+        removed = Take(it);
+        Changed(&notify);
+        break;
+      }
     }
   }
-  return nullptr;
+  Deliver(notify);
+  return removed;
 }
 
 std::vector<std::shared_ptr<Job>> JobQueue::RemoveExpired(absl::Time now) {
-  absl::MutexLock lock(&mu_);
   std::vector<std::shared_ptr<Job>> out;
-  for (auto it = jobs_.begin(); it != jobs_.end();) {
-    if ((*it)->request.deadline <= now) {
-      queued_rows_ -= (*it)->rows();
-      out.push_back(*it);
-      it = jobs_.erase(it);
-    } else {
-      ++it;
+  std::vector<std::shared_ptr<Job>> notify;
+  {
+    absl::MutexLock lock(&mu_);
+    for (auto it = jobs_.begin(); it != jobs_.end();) {
+      auto next = std::next(it);
+      if (it->job->request.deadline <= now) out.push_back(Take(it));
+      it = next;
     }
+    if (!out.empty()) Changed(&notify);
   }
-  if (!out.empty()) Changed();
+  Deliver(notify);
   return out;
 }
 
 std::vector<std::shared_ptr<Job>> JobQueue::Close() {
-  absl::MutexLock lock(&mu_);
-  closed_ = true;
-  std::vector<std::shared_ptr<Job>> out(jobs_.begin(), jobs_.end());
-  jobs_.clear();
-  queued_rows_ = 0;
-  Changed();
+  std::vector<std::shared_ptr<Job>> out;
+  std::vector<std::shared_ptr<Job>> notify;
+  {
+    absl::MutexLock lock(&mu_);
+    closed_ = true;
+    while (!jobs_.empty()) out.push_back(Take(jobs_.begin()));
+    Changed(&notify);
+  }
   return out;
 }
 
@@ -110,16 +127,21 @@ bool JobQueue::closed() const {
   return closed_;
 }
 
-void JobQueue::Changed() {
+void JobQueue::Changed(std::vector<std::shared_ptr<Job>>* notify) {
   int position = 0;
-  for (const std::shared_ptr<Job>& job : jobs_) {
-    if (job->last_position != position) {
-      job->last_position = position;
-      job->listener->OnQueuePosition(position);
+  for (const Entry& entry : jobs_) {
+    if (entry.last_position != position) {
+      entry.last_position = position;
+      entry.job->events.RecordQueuePosition(position);
+      notify->push_back(entry.job);
     }
     ++position;
   }
   if (on_size_) on_size_(static_cast<int>(jobs_.size()));
+}
+
+void JobQueue::Deliver(const std::vector<std::shared_ptr<Job>>& notify) {
+  for (const std::shared_ptr<Job>& job : notify) job->events.Deliver();
 }
 
 }  // namespace imagegen

@@ -57,4 +57,13 @@ absl::Status ModelFailure(const std::string& model, const std::exception& e) {
   return absl::InternalError(absl::StrCat("model ", model, " failed: ", line));
 }
 
+absl::Status RunModelCall(const std::string& model, const std::function<void()>& call) {
+  try {
+    call();
+  } catch (const std::exception& e) {
+    return ModelFailure(model, e);
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace imagegen

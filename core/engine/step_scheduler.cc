@@ -1,10 +1,8 @@
 #include "core/engine/step_scheduler.h"
 
 #include <algorithm>
-#include <exception>
 
 #include "absl/strings/str_cat.h"
-#include "core/engine/model_failure.h"
 
 namespace imagegen {
 namespace {
@@ -72,7 +70,7 @@ void StepScheduler::Admit() {
   std::vector<bool> grouped(jobs.size(), false);
   for (size_t first = 0; first < jobs.size(); ++first) {
     if (grouped[first]) continue;
-    // One Start per model: a text encoder that throws fails only the new jobs of its own model.
+    // One Start per model: a failing text encoder fails only the new jobs of its own model.
     const std::string& model = jobs[first]->request.model;
     std::vector<size_t> group;
     std::vector<const JobRequest*> requests;
@@ -82,15 +80,8 @@ void StepScheduler::Admit() {
       group.push_back(i);
       requests.push_back(&jobs[i]->request);
     }
-    std::vector<absl::StatusOr<std::unique_ptr<JobState>>> states;
     const absl::Time start = clock_->Now();
-    try {
-      states = pipeline_->Start(requests);
-    } catch (const std::exception& e) {
-      const absl::Status failure = ModelFailure(model, e);
-      states.clear();
-      for (size_t k = 0; k < group.size(); ++k) states.push_back(failure);
-    }
+    std::vector<absl::StatusOr<std::unique_ptr<JobState>>> states = pipeline_->Start(requests);
     const absl::Duration text_encode = clock_->Now() - start;
     for (size_t k = 0; k < group.size(); ++k) started[group[k]] = {std::move(states[k]), start, text_encode};
   }
@@ -155,73 +146,87 @@ void StepScheduler::StepBatch(const std::vector<size_t>& batch) {
   for (size_t i : batch) states.push_back(running_[i].state.get());
   const std::string& model = running_[batch.front()].job->request.model;
   const absl::Time start = clock_->Now();
-  int rows = 0;
-  try {
-    rows = pipeline_->Step(states);
-  } catch (const std::exception& e) {
+  absl::StatusOr<int> rows = pipeline_->Step(states);
+  if (!rows.ok()) {
     // Only the jobs in this call fail; the worker goes on with the others.
-    const absl::Status failure = ModelFailure(model, e);
     std::vector<size_t> doomed = batch;
     std::sort(doomed.rbegin(), doomed.rend());
-    for (size_t i : doomed) End(i, failure, nullptr);
+    for (size_t i : doomed) End(i, rows.status(), nullptr);
     return;
   }
-  if (observer_) observer_->OnModelCall(model, rows, static_cast<int>(batch.size()), clock_->Now() - start);
+  const absl::Duration duration = clock_->Now() - start;
 
   std::vector<size_t> finished;
+  int steps_completed = 0;
   for (size_t i : batch) {
     Running& r = running_[i];
     r.last_tick = tick_;
-    ProgressUpdate update;
-    update.step = r.state->steps_done();
-    update.total_steps = r.state->total_steps();
-    const int every = r.job->request.preview_every_n_steps;
-    if (every > 0 && update.step % every == 0) {
-      try {
-        auto previews = pipeline_->Preview(*r.state);
-        if (previews.ok()) update.previews = *std::move(previews);
-      } catch (const std::exception&) {
-        // A preview is a courtesy: the job goes on without it.
-      }
-      if (!update.previews.empty() && r.first_preview && observer_) {
-        observer_->OnFirstPreview(r.job->request.model, clock_->Now() - r.job->accepted_at);
-      }
-      r.first_preview = r.first_preview && update.previews.empty();
-    }
-    r.job->listener->OnProgress(std::move(update));
+    if (ReportProgress(r)) ++steps_completed;
     if (r.state->done()) finished.push_back(i);
   }
+  if (observer_) observer_->OnModelCall(model, *rows, steps_completed, duration);
   std::sort(finished.rbegin(), finished.rend());  // End erases: go from the back
-  for (size_t i : finished) {
-    Running& r = running_[i];
-    // Claim the result: a job cancelled (or shut down) during its last step ends as such, and
-    // from here on Engine::Cancel answers that it is too late (CancelJob: NOT_FOUND).
-    int expected = static_cast<int>(StopReason::kNone);
-    if (!r.job->stop.compare_exchange_strong(expected, static_cast<int>(StopReason::kFinishing))) {
-      End(i, StopStatus(*r.job), nullptr);
-      continue;
+  for (size_t i : finished) FinishJob(i);
+}
+
+bool StepScheduler::ReportProgress(Running& r) {
+  // One update per completed denoising step: a model call that only began a step (heun's first
+  // half, pndm's warm-up) reports nothing.
+  const int step = r.state->steps_done();
+  if (step == r.reported_step) return false;
+  r.reported_step = step;
+  ProgressUpdate update;
+  update.step = step;
+  update.total_steps = r.state->total_steps();
+  const int every = r.job->request.preview_every_n_steps;
+  if (every > 0 && step % every == 0) {
+    absl::StatusOr<std::vector<EncodedImage>> previews = pipeline_->Preview(*r.state);
+    if (previews.ok()) {
+      update.previews = *std::move(previews);
+      if (r.first_preview && observer_) {
+        observer_->OnFirstPreview(r.job->request.model, clock_->Now() - r.job->accepted_at);
+      }
+      r.first_preview = false;
+    } else if (observer_) {
+      // A preview is a courtesy: the job goes on without it, and the failure is counted and logged.
+      observer_->OnPreviewFailed(r.job->request.model, r.job->request.job_id, previews.status());
     }
-    JobResult result;
-    result.job_id = r.job->request.job_id;
-    absl::StatusOr<std::vector<EncodedImage>> images;
-    const absl::Time decode_start = clock_->Now();
-    try {
-      images = pipeline_->Finish(*r.state);
-    } catch (const std::exception& e) {
-      images = ModelFailure(r.job->request.model, e);
-    }
-    if (!images.ok()) {
-      End(i, images.status(), nullptr);
-      continue;
-    }
-    result.images = *std::move(images);
-    result.timings.queue = r.started - r.job->accepted_at;
-    result.timings.decode = clock_->Now() - decode_start;
-    result.timings.text_encode = r.text_encode;
-    result.timings.denoise = decode_start - r.started - r.text_encode;
-    result.timings.total = clock_->Now() - r.job->accepted_at;
-    End(i, absl::OkStatus(), &result);
   }
+  r.job->events.RecordProgress(std::move(update));
+  r.job->events.Deliver();
+  return true;
+}
+
+void StepScheduler::FinishJob(size_t index) {
+  Running& r = running_[index];
+  // Claim the result: a job cancelled (or shut down) during its last step ends as such, and
+  // from here on Engine::Cancel answers that it is too late (CancelJob: NOT_FOUND).
+  int expected = static_cast<int>(StopReason::kNone);
+  if (!r.job->stop.compare_exchange_strong(expected, static_cast<int>(StopReason::kFinishing))) {
+    End(index, StopStatus(*r.job), nullptr);
+    return;
+  }
+  const absl::Time decode_start = clock_->Now();
+  absl::StatusOr<std::vector<EncodedImage>> images = pipeline_->Finish(*r.state);
+  if (!images.ok()) {
+    End(index, images.status(), nullptr);
+    return;
+  }
+  const JobRequest& request = r.job->request;
+  JobResult result;
+  result.job_id = request.job_id;
+  result.images = *std::move(images);
+  result.model = request.model;
+  result.sampler = request.sampler;
+  result.steps = request.steps;
+  result.guidance_scale = request.guidance_scale;
+  result.warnings = r.state->warnings();
+  result.timings.queue = r.started - r.job->accepted_at;
+  result.timings.decode = clock_->Now() - decode_start;
+  result.timings.text_encode = r.text_encode;
+  result.timings.denoise = decode_start - r.started - r.text_encode;
+  result.timings.total = clock_->Now() - r.job->accepted_at;
+  End(index, absl::OkStatus(), &result);
 }
 
 void StepScheduler::End(size_t index, absl::Status status, JobResult* result) {

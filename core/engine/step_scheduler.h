@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "core/engine/clock.h"
 #include "core/engine/engine_observer.h"
 #include "core/engine/job_queue.h"
 #include "core/engine/pipeline.h"
@@ -56,6 +57,7 @@ class StepScheduler {
     absl::Time started;
     absl::Duration text_encode;  // its share of the Start call that encoded its text
     int64_t last_tick = -1;  // the tick of its last step: the group that waited longest goes next
+    int reported_step = 0;   // the step its listener heard last
     bool first_preview = true;
   };
 
@@ -64,6 +66,11 @@ class StepScheduler {
   // The jobs to step this tick: the group of the running job that has waited longest.
   std::vector<size_t> PickBatch() const;
   void StepBatch(const std::vector<size_t>& batch);
+  // After a model call: a Progress (with previews when due) if the job completed a step.
+  // Returns whether it did.
+  bool ReportProgress(Running& r);
+  // Decodes a done() job's images and ends it.
+  void FinishJob(size_t index);
   void End(size_t index, absl::Status status, JobResult* result);
   absl::Status StopStatus(const Job& job) const;
 

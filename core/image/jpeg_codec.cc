@@ -2,6 +2,7 @@
 
 #include <csetjmp>
 #include <cstdio>
+#include <string>
 
 #include <jpeglib.h>
 
@@ -41,11 +42,118 @@ void OnProgress(j_common_ptr cinfo) {
   std::longjmp(err->jump, 1);
 }
 
+// Stops the encoder with `message` (it becomes the INTERNAL status's reason).
+void FailWith(j_common_ptr cinfo, const char* message) {
+  auto* err = reinterpret_cast<ErrorManager*>(cinfo->err);
+  std::snprintf(err->message, sizeof(err->message), "%s", message);
+  std::longjmp(err->jump, 1);
+}
+
+// The encoder's destination: fixed chunks appended to a string that the caller of WriteJpeg
+// owns, so that a longjmp out of libjpeg skips no destructor and leaks nothing. Not
+// jpeg_mem_dest: once that grows its buffer, the pointer it handed out is freed and the live
+// buffer is reachable only through libjpeg's private state, so an error could not free it.
+struct StringDestination {
+  jpeg_destination_mgr pub;
+  std::string* out;
+  JOCTET chunk[16384];
+};
+
+// std::string reports a failed allocation by throwing, which must not unwind through libjpeg's
+// C frames: catch it here and let the caller longjmp instead.
+bool Append(std::string* out, const JOCTET* data, size_t size) noexcept {
+  try {
+    out->append(reinterpret_cast<const char*>(data), size);
+    return true;
+  } catch (...) {
+    return false;
+  }
+}
+
+void InitDestination(j_compress_ptr cinfo) {
+  auto* dest = reinterpret_cast<StringDestination*>(cinfo->dest);
+  dest->pub.next_output_byte = dest->chunk;
+  dest->pub.free_in_buffer = sizeof(dest->chunk);
+}
+
+boolean EmptyDestination(j_compress_ptr cinfo) {
+  auto* dest = reinterpret_cast<StringDestination*>(cinfo->dest);
+  // libjpeg calls this with the whole chunk full, whatever free_in_buffer says.
+  if (!Append(dest->out, dest->chunk, sizeof(dest->chunk))) {
+    FailWith(reinterpret_cast<j_common_ptr>(cinfo), "out of memory for the encoded bytes");
+  }
+  InitDestination(cinfo);
+  return TRUE;
+}
+
+void TermDestination(j_compress_ptr cinfo) {
+  auto* dest = reinterpret_cast<StringDestination*>(cinfo->dest);
+  if (!Append(dest->out, dest->chunk, sizeof(dest->chunk) - dest->pub.free_in_buffer)) {
+    FailWith(reinterpret_cast<j_common_ptr>(cinfo), "out of memory for the encoded bytes");
+  }
+}
+
+// The part that libjpeg may longjmp out of, like ReadJpeg below: no C++ object of its own
+// lives across the jump; the bytes go to the caller's `out`. `image` has 1 or 3 channels and
+// a consistent size. Returns an empty string on success, else libjpeg's reason.
+std::string WriteJpeg(const RasterImage& image, int quality, std::string* out) {
+  jpeg_compress_struct cinfo;
+  ErrorManager err;
+  StringDestination dest;
+  cinfo.err = jpeg_std_error(&err.pub);
+  err.pub.error_exit = OnError;
+  err.pub.output_message = OnMessage;
+  if (setjmp(err.jump)) {
+    jpeg_destroy_compress(&cinfo);
+    return err.message;
+  }
+  jpeg_create_compress(&cinfo);
+  dest.pub.init_destination = InitDestination;
+  dest.pub.empty_output_buffer = EmptyDestination;
+  dest.pub.term_destination = TermDestination;
+  dest.out = out;
+  cinfo.dest = &dest.pub;
+  cinfo.image_width = static_cast<JDIMENSION>(image.width);
+  cinfo.image_height = static_cast<JDIMENSION>(image.height);
+  cinfo.input_components = image.channels;
+  cinfo.in_color_space = image.channels == 1 ? JCS_GRAYSCALE : JCS_RGB;
+  jpeg_set_defaults(&cinfo);  // Baseline, Huffman-optimised off, 4:2:0 chroma for RGB.
+  jpeg_set_quality(&cinfo, quality, TRUE);
+  jpeg_start_compress(&cinfo, TRUE);
+  const size_t stride = static_cast<size_t>(image.width) * image.channels;
+  while (cinfo.next_scanline < cinfo.image_height) {
+    JSAMPROW row = const_cast<JSAMPROW>(image.pixels.data() + cinfo.next_scanline * stride);
+    jpeg_write_scanlines(&cinfo, &row, 1);
+  }
+  jpeg_finish_compress(&cinfo);
+  jpeg_destroy_compress(&cinfo);
+  return "";
+}
+
+// The same pixels without their alpha channel (2 -> 1, 4 -> 3 channels).
+RasterImage DropAlpha(const RasterImage& image) {
+  RasterImage opaque;
+  opaque.width = image.width;
+  opaque.height = image.height;
+  opaque.channels = image.channels - 1;
+  const size_t count = static_cast<size_t>(image.width) * image.height;
+  opaque.pixels.resize(count * opaque.channels);
+  for (size_t i = 0; i < count; ++i) {
+    for (int c = 0; c < opaque.channels; ++c) {
+      opaque.pixels[i * opaque.channels + c] = image.pixels[i * image.channels + c];
+    }
+  }
+  return opaque;
+}
+
 }  // namespace
 
 absl::StatusOr<std::string> EncodeJpeg(const RasterImage& image, int quality) {
-  if (image.channels != 1 && image.channels != 3) {
-    return absl::InvalidArgumentError(absl::StrCat("JPEG: channels is ", image.channels, "; allowed 1, 3"));
+  if (quality < 1 || quality > 100) {
+    return absl::InvalidArgumentError(absl::StrCat("JPEG: quality is ", quality, "; allowed 1..100"));
+  }
+  if (image.channels < 1 || image.channels > 4) {
+    return absl::InvalidArgumentError(absl::StrCat("JPEG: channels is ", image.channels, "; allowed 1, 2, 3, 4"));
   }
   if (image.width <= 0 || image.height <= 0 ||
       image.pixels.size() != static_cast<size_t>(image.width) * image.height * image.channels) {
@@ -53,36 +161,16 @@ absl::StatusOr<std::string> EncodeJpeg(const RasterImage& image, int quality) {
                                                    image.channels, " does not match ", image.pixels.size(),
                                                    " bytes of pixels"));
   }
-  jpeg_compress_struct cinfo;
-  ErrorManager err;
-  unsigned char* buffer = nullptr;
-  unsigned long size = 0;
-  cinfo.err = jpeg_std_error(&err.pub);
-  err.pub.error_exit = OnError;
-  err.pub.output_message = OnMessage;
-  if (setjmp(err.jump)) {
-    jpeg_destroy_compress(&cinfo);
-    free(buffer);
-    return absl::InternalError(absl::StrCat("JPEG encode: ", err.message));
+  if (image.width > JPEG_MAX_DIMENSION || image.height > JPEG_MAX_DIMENSION) {
+    return absl::InvalidArgumentError(absl::StrCat("JPEG: ", image.width, "x", image.height,
+                                                   " pixels; allowed at most ", JPEG_MAX_DIMENSION, " per side"));
   }
-  jpeg_create_compress(&cinfo);
-  jpeg_mem_dest(&cinfo, &buffer, &size);
-  cinfo.image_width = image.width;
-  cinfo.image_height = image.height;
-  cinfo.input_components = image.channels;
-  cinfo.in_color_space = image.channels == 1 ? JCS_GRAYSCALE : JCS_RGB;
-  jpeg_set_defaults(&cinfo);
-  jpeg_set_quality(&cinfo, quality, TRUE);
-  jpeg_start_compress(&cinfo, TRUE);
-  const int stride = image.width * image.channels;
-  while (cinfo.next_scanline < cinfo.image_height) {
-    JSAMPROW row = const_cast<JSAMPROW>(image.pixels.data() + cinfo.next_scanline * stride);
-    jpeg_write_scanlines(&cinfo, &row, 1);
+  std::string out;
+  const bool has_alpha = image.channels == 2 || image.channels == 4;
+  if (std::string error = has_alpha ? WriteJpeg(DropAlpha(image), quality, &out) : WriteJpeg(image, quality, &out);
+      !error.empty()) {
+    return absl::InternalError(absl::StrCat("JPEG encode: ", error));
   }
-  jpeg_finish_compress(&cinfo);
-  jpeg_destroy_compress(&cinfo);
-  std::string out(reinterpret_cast<const char*>(buffer), size);
-  free(buffer);
   return out;
 }
 

@@ -10,7 +10,11 @@
 
 namespace imagegen {
 
-// `quality` 1..100. INVALID_ARGUMENT for a size/channel mismatch (1 or 3 channels). Thread-safe.
+// Baseline JPEG (4:2:0 chroma for colour) at libjpeg's `quality` scale, 1..100. Gray (1 channel)
+// stays gray; RGB (3) is RGB; an alpha channel (2 or 4) is dropped, since JPEG has none.
+// INVALID_ARGUMENT naming the value for a quality outside 1..100, for an empty raster, one whose
+// pixel count does not match its size, or a side over 65500; INTERNAL naming libjpeg's reason if
+// the encoder fails (out of memory). Thread-safe.
 absl::StatusOr<std::string> EncodeJpeg(const RasterImage& image, int quality = 90);
 
 // INVALID_ARGUMENT naming libjpeg's reason for bytes that are not a decodable JPEG, or the size

@@ -196,7 +196,8 @@ class HeunSampler : public KDiffusionSampler {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Sampler>> CreateEulerSampler(const NoiseSchedule* schedule, int num_steps) {
+absl::StatusOr<std::unique_ptr<Sampler>> CreateEulerSampler(const NoiseSchedule* schedule, int num_steps,
+                                                            const SamplerOptions&) {
   const SchedulerConfig& c = schedule->config();
   SigmaGrid g = MakeSigmaGrid(schedule, num_steps, c.use_karras_sigmas, c.sigma_min, c.sigma_max);
   std::vector<float> sigmas = ToFloat(g.sigmas);
@@ -204,8 +205,8 @@ absl::StatusOr<std::unique_ptr<Sampler>> CreateEulerSampler(const NoiseSchedule*
   return std::unique_ptr<Sampler>(new EulerSampler(schedule, num_steps, std::move(g.timesteps), std::move(sigmas)));
 }
 
-absl::StatusOr<std::unique_ptr<Sampler>> CreateEulerAncestralSampler(const NoiseSchedule* schedule,
-                                                                     int num_steps) {
+absl::StatusOr<std::unique_ptr<Sampler>> CreateEulerAncestralSampler(const NoiseSchedule* schedule, int num_steps,
+                                                                     const SamplerOptions&) {
   // diffusers' EulerAncestralDiscreteScheduler has no Karras option: use_karras_sigmas is not
   // one of its keys and is ignored, as from_config ignores it.
   if (schedule->config().prediction_type == PredictionType::kSample) {
@@ -218,7 +219,8 @@ absl::StatusOr<std::unique_ptr<Sampler>> CreateEulerAncestralSampler(const Noise
   return std::unique_ptr<Sampler>(new EulerAncestralSampler(schedule, num_steps, std::move(g.timesteps), std::move(sigmas)));
 }
 
-absl::StatusOr<std::unique_ptr<Sampler>> CreateHeunSampler(const NoiseSchedule* schedule, int num_steps) {
+absl::StatusOr<std::unique_ptr<Sampler>> CreateHeunSampler(const NoiseSchedule* schedule, int num_steps,
+                                                           const SamplerOptions&) {
   // Heun's config has no sigma_min/sigma_max keys: Karras endpoints come from the schedule.
   SigmaGrid g = MakeSigmaGrid(schedule, num_steps, schedule->config().use_karras_sigmas, std::nullopt,
                               std::nullopt);

@@ -366,8 +366,10 @@ class UniPcSampler : public MultistepSampler {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Sampler>> CreateDpmSolverSampler(const NoiseSchedule* schedule, int num_steps,
-                                                                bool force_karras_sigmas) {
+namespace {
+
+absl::StatusOr<std::unique_ptr<Sampler>> CreateDpmSolver(const NoiseSchedule* schedule, int num_steps,
+                                                         bool force_karras_sigmas) {
   const SchedulerConfig& c = schedule->config();
   const char* name = force_karras_sigmas ? "dpmpp_2m_karras" : "dpmpp_2m";
   if (c.algorithm_type == DpmAlgorithm::kDpmSolver && c.final_sigmas_type == FinalSigmas::kZero) {
@@ -400,7 +402,20 @@ absl::StatusOr<std::unique_ptr<Sampler>> CreateDpmSolverSampler(const NoiseSched
       new DpmSolverSampler(schedule, num_steps, std::move(timesteps), std::move(sigmas32), solver == SolverType::kHeun));
 }
 
-absl::StatusOr<std::unique_ptr<Sampler>> CreateUniPcSampler(const NoiseSchedule* schedule, int num_steps) {
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Sampler>> CreateDpmSolverSampler(const NoiseSchedule* schedule, int num_steps,
+                                                                const SamplerOptions&) {
+  return CreateDpmSolver(schedule, num_steps, /*force_karras_sigmas=*/false);
+}
+
+absl::StatusOr<std::unique_ptr<Sampler>> CreateDpmSolverKarrasSampler(const NoiseSchedule* schedule, int num_steps,
+                                                                      const SamplerOptions&) {
+  return CreateDpmSolver(schedule, num_steps, /*force_karras_sigmas=*/true);
+}
+
+absl::StatusOr<std::unique_ptr<Sampler>> CreateUniPcSampler(const NoiseSchedule* schedule, int num_steps,
+                                                            const SamplerOptions&) {
   const SchedulerConfig& c = schedule->config();
   // Settings under which diffusers' last step to sigma = 0 is NaN or a singular solve.
   if (c.final_sigmas_type == FinalSigmas::kZero) {

@@ -1,5 +1,5 @@
-// Constructors of the samplers that live outside samplers.cc, for CreateSampler only. Each
-// returns INVALID_ARGUMENT naming the config key and value it cannot run with.
+// The samplers' factories, for the registry (sampler_registry.cc) only. Each returns
+// INVALID_ARGUMENT naming the config key and value it cannot run with.
 #ifndef IMAGEGEN_CORE_MATH_SAMPLER_FACTORIES_H_
 #define IMAGEGEN_CORE_MATH_SAMPLER_FACTORIES_H_
 
@@ -24,16 +24,28 @@ inline absl::Status UnsupportedSetting(absl::string_view sampler, absl::string_v
                                                  why.empty() ? "" : ")"));
 }
 
+// The factories of SamplerRegistry (sampler_registry.cc), one per entry; see SamplerFactory.
+// samplers.cc
+absl::StatusOr<std::unique_ptr<Sampler>> CreateDdpmSampler(const NoiseSchedule* schedule, int num_steps,
+                                                           const SamplerOptions& options);
+absl::StatusOr<std::unique_ptr<Sampler>> CreateDdimSampler(const NoiseSchedule* schedule, int num_steps,
+                                                           const SamplerOptions& options);
+absl::StatusOr<std::unique_ptr<Sampler>> CreatePndmSampler(const NoiseSchedule* schedule, int num_steps,
+                                                           const SamplerOptions& options);
 // k_diffusion_samplers.cc
-absl::StatusOr<std::unique_ptr<Sampler>> CreateEulerSampler(const NoiseSchedule* schedule, int num_steps);
-absl::StatusOr<std::unique_ptr<Sampler>> CreateEulerAncestralSampler(const NoiseSchedule* schedule,
-                                                                     int num_steps);
-absl::StatusOr<std::unique_ptr<Sampler>> CreateHeunSampler(const NoiseSchedule* schedule, int num_steps);
-
+absl::StatusOr<std::unique_ptr<Sampler>> CreateEulerSampler(const NoiseSchedule* schedule, int num_steps,
+                                                            const SamplerOptions& options);
+absl::StatusOr<std::unique_ptr<Sampler>> CreateEulerAncestralSampler(const NoiseSchedule* schedule, int num_steps,
+                                                                     const SamplerOptions& options);
+absl::StatusOr<std::unique_ptr<Sampler>> CreateHeunSampler(const NoiseSchedule* schedule, int num_steps,
+                                                           const SamplerOptions& options);
 // multistep_samplers.cc
 absl::StatusOr<std::unique_ptr<Sampler>> CreateDpmSolverSampler(const NoiseSchedule* schedule, int num_steps,
-                                                                bool force_karras_sigmas);
-absl::StatusOr<std::unique_ptr<Sampler>> CreateUniPcSampler(const NoiseSchedule* schedule, int num_steps);
+                                                                const SamplerOptions& options);
+absl::StatusOr<std::unique_ptr<Sampler>> CreateDpmSolverKarrasSampler(const NoiseSchedule* schedule, int num_steps,
+                                                                      const SamplerOptions& options);
+absl::StatusOr<std::unique_ptr<Sampler>> CreateUniPcSampler(const NoiseSchedule* schedule, int num_steps,
+                                                            const SamplerOptions& options);
 
 }  // namespace imagegen::internal
 

@@ -33,21 +33,23 @@ at::Tensor Sampler::PredictOriginal(const at::Tensor& model_output, const at::Te
   return x0;
 }
 
-int Sampler::ImageToImageStartStep(int num_steps, double strength) {
-  if (num_steps <= 0) return 0;
-  if (!(strength > 0)) return num_steps;  // NaN too
-  if (strength >= 1) return 0;
-  // init_timestep = min(int(num_inference_steps * strength), num_inference_steps): the product in
-  // float64 and truncated, as Python's int() (100 steps at 0.29 is 28.999999999999996: 28).
-  const int init_steps = std::min(static_cast<int>(num_steps * strength), num_steps);
-  return std::max(num_steps - init_steps, 0);
-}
-
 void Sampler::StartAtStep(int step) {
   TORCH_CHECK(index_ == 0, "Sampler::StartAtStep after ", index_, " model calls");
   TORCH_CHECK(step >= 0 && step < num_steps_, "Sampler::StartAtStep(", step, ") with ", num_steps_, " steps");
   index_ = step * order();
   first_call_ = index_;
+  start_step_ = step;
+}
+
+int Sampler::steps_done() const {
+  const int calls = num_calls() - first_call_;
+  const int done = index_ - first_call_;
+  if (done >= calls) return steps_to_run();
+  // diffusers: progress_bar.update() after call i (0-based) when i == len(timesteps) - 1 or
+  // ((i + 1) > num_warmup_steps and (i + 1) % order == 0), num_warmup_steps = len(timesteps) -
+  // num_inference_steps * order. Counted here for the calls 1..done.
+  const int warmup = std::max(calls - steps_to_run() * order(), 0);
+  return done > warmup ? done / order() - warmup / order() : 0;
 }
 
 at::Tensor Sampler::AddNoise(const at::Tensor& x0, const at::Tensor& noise) const {
@@ -264,10 +266,25 @@ class PndmSampler : public Sampler {
   at::Tensor cur_sample_;       // the sample the current two- or four-call step started from
 };
 
-absl::StatusOr<std::unique_ptr<Sampler>> CreatePndmSampler(const NoiseSchedule* schedule, int num_steps) {
+}  // namespace
+
+namespace internal {
+
+absl::StatusOr<std::unique_ptr<Sampler>> CreateDdpmSampler(const NoiseSchedule* schedule, int num_steps,
+                                                           const SamplerOptions&) {
+  return std::make_unique<DdpmSampler>(schedule, schedule->InferenceTimesteps(num_steps), num_steps);
+}
+
+absl::StatusOr<std::unique_ptr<Sampler>> CreateDdimSampler(const NoiseSchedule* schedule, int num_steps,
+                                                           const SamplerOptions& options) {
+  return std::make_unique<DdimSampler>(schedule, schedule->InferenceTimesteps(num_steps), options.eta, num_steps);
+}
+
+absl::StatusOr<std::unique_ptr<Sampler>> CreatePndmSampler(const NoiseSchedule* schedule, int num_steps,
+                                                           const SamplerOptions&) {
   const SchedulerConfig& c = schedule->config();
   if (c.prediction_type == PredictionType::kSample) {
-    return internal::UnsupportedSetting("pndm", "prediction_type", "\"sample\"",
+    return UnsupportedSetting("pndm", "prediction_type", "\"sample\"",
                                         "PNDM needs epsilon or v_prediction");
   }
   // diffusers' _timesteps, ascending.
@@ -283,7 +300,7 @@ absl::StatusOr<std::unique_ptr<Sampler>> CreatePndmSampler(const NoiseSchedule* 
   } else {
     constexpr int kOrder = 4;
     if (num_steps < kOrder) {
-      return internal::UnsupportedSetting(
+      return UnsupportedSetting(
           "pndm", "skip_prk_steps", "false",
           absl::StrCat("its Runge-Kutta warm-up needs at least 4 steps; got ", num_steps));
     }
@@ -305,18 +322,17 @@ absl::StatusOr<std::unique_ptr<Sampler>> CreatePndmSampler(const NoiseSchedule* 
   return std::make_unique<PndmSampler>(schedule, std::move(prk), std::move(plms), num_steps);
 }
 
-}  // namespace
-
-const std::vector<std::string>& SamplerNames() {
-  static const auto* names = new std::vector<std::string>{
-      "ddpm", "ddim", "pndm", "euler", "euler_a", "heun", "dpmpp_2m", "dpmpp_2m_karras", "unipc"};
-  return *names;
-}
+}  // namespace internal
 
 absl::StatusOr<std::unique_ptr<Sampler>> CreateSampler(absl::string_view name,
                                                        const NoiseSchedule* schedule,
                                                        int num_steps,
                                                        const SamplerOptions& options) {
+  const SamplerEntry* entry = FindSampler(name);
+  if (entry == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat("sampler is \"", name, "\"; supported: ",
+                                                   absl::StrJoin(SamplerNames(), ", ")));
+  }
   if (num_steps < 1 || num_steps > schedule->num_train_timesteps()) {
     return absl::InvalidArgumentError(absl::StrCat("steps is ", num_steps, "; allowed 1..",
                                                    schedule->num_train_timesteps()));
@@ -324,22 +340,7 @@ absl::StatusOr<std::unique_ptr<Sampler>> CreateSampler(absl::string_view name,
   if (!(options.eta >= 0 && options.eta <= 1)) {
     return absl::InvalidArgumentError(absl::StrCat("eta is ", options.eta, "; allowed [0, 1]"));
   }
-  if (name == "ddpm") {
-    return std::make_unique<DdpmSampler>(schedule, schedule->InferenceTimesteps(num_steps), num_steps);
-  }
-  if (name == "ddim") {
-    return std::make_unique<DdimSampler>(schedule, schedule->InferenceTimesteps(num_steps), options.eta,
-                                         num_steps);
-  }
-  if (name == "pndm") return CreatePndmSampler(schedule, num_steps);
-  if (name == "euler") return internal::CreateEulerSampler(schedule, num_steps);
-  if (name == "euler_a") return internal::CreateEulerAncestralSampler(schedule, num_steps);
-  if (name == "heun") return internal::CreateHeunSampler(schedule, num_steps);
-  if (name == "dpmpp_2m") return internal::CreateDpmSolverSampler(schedule, num_steps, false);
-  if (name == "dpmpp_2m_karras") return internal::CreateDpmSolverSampler(schedule, num_steps, true);
-  if (name == "unipc") return internal::CreateUniPcSampler(schedule, num_steps);
-  return absl::InvalidArgumentError(absl::StrCat("sampler is \"", name, "\"; supported: ",
-                                                 absl::StrJoin(SamplerNames(), ", ")));
+  return entry->create(schedule, num_steps, options);
 }
 
 at::Tensor ApplyGuidance(const at::Tensor& eps_cond, const at::Tensor& eps_uncond, double scale) {

@@ -18,7 +18,8 @@
 //   dpmpp_2m         DPMSolverMultistepScheduler     Lu et al. 2022 (DPM-Solver++)
 //   dpmpp_2m_karras  the same with use_karras_sigmas forced on
 //   unipc            UniPCMultistepScheduler         Zhao et al. 2023
-// Every sampler reads the model's one SchedulerConfig, as diffusers' `from_config` does.
+// Every sampler reads the model's one SchedulerConfig, as diffusers' `from_config` does. The
+// table of names, diffusers classes and factories is SamplerRegistry (sampler_registry.h).
 #ifndef IMAGEGEN_CORE_MATH_SAMPLERS_H_
 #define IMAGEGEN_CORE_MATH_SAMPLERS_H_
 
@@ -32,6 +33,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "core/math/noise_schedule.h"
+#include "core/math/sampler_registry.h"
 
 namespace imagegen {
 
@@ -74,8 +76,15 @@ class Sampler {
   int call_index() const { return index_; }
   // The position the reverse process started at: 0, or step * order() after StartAtStep(step).
   // This job makes num_calls() - first_call() model calls, call_index() - first_call() of them
-  // so far; progress is best reported as that pair.
+  // so far.
   int first_call() const { return first_call_; }
+  // Progress in denoising steps, the one unit the API reports (imagegen.proto, Progress): the
+  // steps this run makes (num_steps(), less the steps StartAtStep skipped), and how many of them
+  // are complete, as diffusers' pipelines advance their progress bar: after model call i (from
+  // 1) when i is the last call, or when i exceeds the warm-up calls (calls - steps * order()) and
+  // is a multiple of order(). Heun completes a step every second call, PNDM after its warm-up.
+  int steps_to_run() const { return num_steps_ - start_step_; }
+  int steps_done() const;
   bool done() const { return index_ >= num_calls(); }
   // The timestep to pass to the model for the next call. REQUIRES: !done().
   double current_timestep() const { return timesteps_[index_]; }
@@ -85,7 +94,9 @@ class Sampler {
   // num_steps means that no step is left (int(num_steps * strength) == 0, e.g. 30 steps at
   // strength 0.01): the caller must refuse that request, since StartAtStep(num_steps) is not
   // allowed. Outside (0, 1]: strength <= 0 or NaN gives num_steps, strength > 1 gives 0.
-  static int ImageToImageStartStep(int num_steps, double strength);
+  static int ImageToImageStartStep(int num_steps, double strength) {
+    return imagegen::ImageToImageStartStep(num_steps, strength);
+  }
   // Positions a fresh sampler at inference step `step` (0 <= step < num_steps), skipping the
   // model calls of the earlier steps, as diffusers does with timesteps[step * order:] and
   // set_begin_index. REQUIRES: call_index() == 0.
@@ -143,12 +154,11 @@ class Sampler {
   std::vector<float> sigmas_;
   int index_ = 0;       // position in timesteps_ of the next model call
   int first_call_ = 0;  // where this run started (StartAtStep)
+  int start_step_ = 0;  // the inference step it started at (StartAtStep)
 };
 
-// The sampler names imagegen accepts, in the order ListModels shows them.
-const std::vector<std::string>& SamplerNames();
-
-// Creates the state of one job's reverse process. INVALID_ARGUMENT names an unknown sampler, a
+// Creates the state of one job's reverse process with the registry's factory of `name`
+// (sampler_registry.h). INVALID_ARGUMENT names an unknown sampler, a
 // step count outside 1..num_train_timesteps, or a setting of the model's scheduler config that
 // this sampler does not support (key and value). `schedule` must outlive the sampler.
 absl::StatusOr<std::unique_ptr<Sampler>> CreateSampler(absl::string_view name,

@@ -2,7 +2,7 @@
 //
 //   model.json             name, sizes, scaling factor, tokenizer, defaults, preview matrix
 //   scheduler_config.json  diffusers' scheduler keys (core/math/noise_schedule.h)
-//   vocab.txt              the tokenizer's vocabulary (word tokenizer)
+//   vocab.txt              the tokenizer's vocabulary (word tokenizer; CreateTokenizer)
 //   text_encoder.pt        ids int64 [B, L]                            -> context [B, L, D]
 //   unet.pt                latents [B, C, h, w], t float [B], context  -> model output [B, C, h, w]
 //   vae_decoder.pt         latents / scaling_factor                    -> image [B, c, H, W] in [-1, 1]
@@ -20,6 +20,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "core/math/noise_schedule.h"
+#include "core/model/bundle_dirs.h"
 #include "core/model/model_config.h"
 #include "core/model/tokenizer.h"
 
@@ -51,6 +52,11 @@ class ModelBundle {
 
  private:
   ModelBundle() : device_(torch::kCPU) {}
+  // The steps of Load: model.json and scheduler_config.json (with what each sampler makes of
+  // the latter), the TorchScript modules, and one probe call per module.
+  absl::Status ReadConfigs();
+  absl::Status LoadModules();
+  absl::Status Probe();
 
   std::string dir_;
   ModelConfig config_;
@@ -62,10 +68,6 @@ class ModelBundle {
   torch::jit::Module vae_decoder_;
   std::optional<torch::jit::Module> vae_encoder_;
 };
-
-// Finds bundles under `dir`: `dir` itself when it holds a model.json, else each direct
-// subfolder that does. Sorted by folder name. NOT_FOUND when there is none.
-absl::StatusOr<std::vector<std::string>> FindBundleDirs(const std::string& dir);
 
 }  // namespace imagegen
 

@@ -1,9 +1,16 @@
 #include "core/model/tokenizer.h"
 
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "core/model/model_config.h"
 
 namespace imagegen {
 namespace {
@@ -45,16 +52,20 @@ absl::StatusOr<std::unique_ptr<WordTokenizer>> WordTokenizer::Create(absl::strin
   return std::unique_ptr<WordTokenizer>(new WordTokenizer(std::move(ids), max_length));
 }
 
-std::vector<int64_t> WordTokenizer::Encode(absl::string_view text) const {
-  std::vector<int64_t> out;
-  out.reserve(max_length_);
-  out.push_back(kBosId);
+TokenizedText WordTokenizer::Tokenize(absl::string_view text) const {
+  TokenizedText out;
+  out.ids.reserve(max_length_);
+  out.ids.push_back(kBosId);
   std::string word;
   auto flush = [&] {
     if (word.empty()) return;
     auto it = ids_.find(word);
-    if (it != ids_.end() && it->second > kEosId && static_cast<int>(out.size()) < max_length_ - 1) {
-      out.push_back(it->second);
+    if (it == ids_.end() || it->second <= kEosId) {
+      if (std::find(out.dropped.begin(), out.dropped.end(), word) == out.dropped.end()) out.dropped.push_back(word);
+    } else if (static_cast<int>(out.ids.size()) < max_length_ - 1) {
+      out.ids.push_back(it->second);
+    } else {
+      ++out.truncated_tokens;
     }
     word.clear();
   };
@@ -67,9 +78,70 @@ std::vector<int64_t> WordTokenizer::Encode(absl::string_view text) const {
     }
   }
   flush();
-  out.push_back(kEosId);
-  out.resize(max_length_, kPadId);
+  out.ids.push_back(kEosId);
+  out.ids.resize(max_length_, kPadId);
   return out;
+}
+
+namespace {
+
+absl::StatusOr<std::string> ReadBundleFile(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat(path.string(), ": missing or unreadable"));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+absl::StatusOr<std::unique_ptr<Tokenizer>> CreateWordTokenizer(const ModelConfig& config, const std::string& dir) {
+  const std::filesystem::path vocab = std::filesystem::path(dir) / config.vocab_file;
+  auto text = ReadBundleFile(vocab);
+  if (!text.ok()) return text.status();
+  auto tokenizer = WordTokenizer::Create(*text, config.max_length, vocab.string());
+  if (!tokenizer.ok()) return tokenizer.status();
+  return std::unique_ptr<Tokenizer>(*std::move(tokenizer));
+}
+
+struct TokenizerType {
+  const char* name;
+  absl::StatusOr<std::unique_ptr<Tokenizer>> (*create)(const ModelConfig& config, const std::string& dir);
+};
+
+constexpr TokenizerType kTokenizerTypes[] = {
+    {"word", &CreateWordTokenizer},
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Tokenizer>> CreateTokenizer(const ModelConfig& config, const std::string& dir) {
+  std::vector<std::string> names;
+  for (const TokenizerType& type : kTokenizerTypes) {
+    if (config.tokenizer_type == type.name) return type.create(config, dir);
+    names.push_back(type.name);
+  }
+  return absl::InvalidArgumentError(absl::StrCat((std::filesystem::path(dir) / "model.json").string(),
+                                                 ": field \"tokenizer.type\" is \"", config.tokenizer_type,
+                                                 "\"; supported: ", absl::StrJoin(names, ", ")));
+}
+
+std::vector<std::string> TokenizerWarnings(const TokenizedText& text, absl::string_view field,
+                                           absl::string_view model) {
+  std::vector<std::string> warnings;
+  // One warning per word, up to a few: a prompt of a thousand unknown words gets a summary.
+  constexpr size_t kMaxWordWarnings = 8;
+  for (size_t i = 0; i < text.dropped.size() && i < kMaxWordWarnings; ++i) {
+    warnings.push_back(absl::StrCat(field, ": \"", text.dropped[i], "\" is not in model ", model,
+                                    "'s vocabulary and was ignored"));
+  }
+  if (text.dropped.size() > kMaxWordWarnings) {
+    warnings.push_back(absl::StrCat(field, ": ", text.dropped.size() - kMaxWordWarnings,
+                                    " more words not in the vocabulary were ignored"));
+  }
+  if (text.truncated_tokens > 0) {
+    warnings.push_back(absl::StrCat(field, ": cut at ", text.ids.size(), " tokens (the text encoder's length); ",
+                                    text.truncated_tokens, " ignored"));
+  }
+  return warnings;
 }
 
 }  // namespace imagegen

@@ -54,20 +54,12 @@ class RecordedNoise : public NoiseSource {
   int overdrawn_ = 0;
 };
 
-// The imagegen sampler that mirrors a diffusers scheduler class with this config.
+// The imagegen sampler that mirrors a diffusers scheduler class with this config (the registry,
+// core/math/sampler_registry.h, knows which).
 absl::StatusOr<std::string> SamplerFor(const std::string& diffusers_class, const json& config) {
-  if (diffusers_class == "DDPMScheduler") return std::string("ddpm");
-  if (diffusers_class == "DDIMScheduler") return std::string("ddim");
-  if (diffusers_class == "PNDMScheduler") return std::string("pndm");
-  if (diffusers_class == "EulerDiscreteScheduler") return std::string("euler");
-  if (diffusers_class == "EulerAncestralDiscreteScheduler") return std::string("euler_a");
-  if (diffusers_class == "HeunDiscreteScheduler") return std::string("heun");
-  if (diffusers_class == "DPMSolverMultistepScheduler") {
-    const auto it = config.find("use_karras_sigmas");
-    const bool karras = it != config.end() && it->is_boolean() && it->get<bool>();
-    return std::string(karras ? "dpmpp_2m_karras" : "dpmpp_2m");
-  }
-  if (diffusers_class == "UniPCMultistepScheduler") return std::string("unipc");
+  const auto it = config.find("use_karras_sigmas");
+  const bool karras = it != config.end() && it->is_boolean() && it->get<bool>();
+  if (const SamplerEntry* entry = FindSamplerForScheduler(diffusers_class, karras)) return std::string(entry->name);
   return absl::InvalidArgumentError(absl::StrCat("scheduler class \"", diffusers_class,
                                                  "\" has no imagegen sampler"));
 }

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <string>
 
 #include "absl/time/time.h"
 #include "client/progress.h"
@@ -11,8 +12,10 @@
 namespace imagegen::client {
 namespace {
 
+using imagegen::v1::IMAGE_FORMAT_JPEG;
 using imagegen::v1::IMAGE_FORMAT_PNG;
 using imagegen::v1::IMAGE_FORMAT_UNSPECIFIED;
+using imagegen::v1::IMAGE_FORMAT_WEBP;
 
 TEST(ParseImageSize, AcceptsWidthByHeightAndSquare) {
   ASSERT_TRUE(ParseImageSize("512x768").ok());
@@ -46,8 +49,98 @@ TEST(OutputNamer, DirectoryGetsSeedNames) {
   EXPECT_EQ(OutputNamer("out", true).PathFor(42, 3, IMAGE_FORMAT_PNG), "out/42.png");
 }
 
+TEST(OutputNamer, AddsTheFormatsExtensionWhenOutHasNone) {
+  EXPECT_EQ(OutputNamer("a/image", false).PathFor(7, 1, IMAGE_FORMAT_PNG), "a/image.png");
+  EXPECT_EQ(OutputNamer("image", false).PathFor(7, 1, IMAGE_FORMAT_UNSPECIFIED), "image.png");
+  EXPECT_EQ(OutputNamer("image", false).PathFor(7, 1, IMAGE_FORMAT_WEBP), "image.webp");
+}
+
+TEST(OutputNamer, KeepsAnExtensionThatNamesTheFormat) {
+  EXPECT_EQ(OutputNamer("a/x.jpeg", false).PathFor(7, 1, IMAGE_FORMAT_JPEG), "a/x.jpeg");
+  EXPECT_EQ(OutputNamer("a/x.JPG", false).PathFor(7, 1, IMAGE_FORMAT_JPEG), "a/x.JPG");
+  EXPECT_EQ(OutputNamer("x.jpg", false).PathFor(7, 2, IMAGE_FORMAT_JPEG), "x-7.jpg");
+  EXPECT_EQ(OutputNamer("x.webp", false).PathFor(9, 3, IMAGE_FORMAT_WEBP), "x-9.webp");
+}
+
+TEST(OutputNamer, ReplacesAnExtensionOfAnotherFormatWithTheOneSent) {
+  // A server that does not know the format asked for sends PNG: the name says what it holds.
+  EXPECT_EQ(OutputNamer("a/x.jpg", false).PathFor(7, 1, IMAGE_FORMAT_PNG), "a/x.png");
+  EXPECT_EQ(OutputNamer("x.webp", false).PathFor(7, 2, IMAGE_FORMAT_PNG), "x-7.png");
+  EXPECT_EQ(OutputNamer("x.png", false).PathFor(7, 1, IMAGE_FORMAT_JPEG), "x.jpg");
+}
+
+TEST(OutputNamer, DirectoryNamesFollowTheFormatSent) {
+  EXPECT_EQ(OutputNamer("out/", true).PathFor(42, 2, IMAGE_FORMAT_WEBP), "out/42.webp");
+  EXPECT_EQ(OutputNamer("out/", true).PathFor(42, 1, IMAGE_FORMAT_JPEG), "out/42.jpg");
+}
+
+TEST(OutputFormatFromOut, TheExtensionPicksTheFormatInAnyCase) {
+  EXPECT_EQ(*OutputFormatFromOut("x.png", false), IMAGE_FORMAT_PNG);
+  EXPECT_EQ(*OutputFormatFromOut("x.jpg", false), IMAGE_FORMAT_JPEG);
+  EXPECT_EQ(*OutputFormatFromOut("dir/x.JPEG", false), IMAGE_FORMAT_JPEG);
+  EXPECT_EQ(*OutputFormatFromOut("x.WebP", false), IMAGE_FORMAT_WEBP);
+}
+
+TEST(OutputFormatFromOut, NoExtensionOrADirectoryIsPng) {
+  EXPECT_EQ(*OutputFormatFromOut("image", false), IMAGE_FORMAT_PNG);
+  EXPECT_EQ(*OutputFormatFromOut("out/", true), IMAGE_FORMAT_PNG);
+  // A directory's name is not an extension, whatever it looks like.
+  EXPECT_EQ(*OutputFormatFromOut("frames.gif", true), IMAGE_FORMAT_PNG);
+  EXPECT_EQ(*OutputFormatFromOut("", false), IMAGE_FORMAT_PNG);
+}
+
+TEST(OutputFormatFromOut, RefusesAnUnknownExtensionNamingItAndTheAllowedOnes) {
+  const absl::Status status = OutputFormatFromOut("a/x.gif", false).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  for (const char* part : {"--out", "a/x.gif", "\".gif\"", ".png", ".jpg", ".jpeg", ".webp"}) {
+    EXPECT_NE(status.message().find(part), absl::string_view::npos) << part << ": " << status;
+  }
+}
+
+TEST(ParsePreviewFormat, AcceptsTheThreeFormats) {
+  EXPECT_EQ(*ParsePreviewFormat("png"), IMAGE_FORMAT_PNG);
+  EXPECT_EQ(*ParsePreviewFormat("jpeg"), IMAGE_FORMAT_JPEG);
+  EXPECT_EQ(*ParsePreviewFormat("jpg"), IMAGE_FORMAT_JPEG);
+  EXPECT_EQ(*ParsePreviewFormat("WEBP"), IMAGE_FORMAT_WEBP);
+}
+
+TEST(ParsePreviewFormat, RefusesOthersNamingTheFlag) {
+  for (const char* text : {"", "gif", "png "}) {
+    const absl::Status status = ParsePreviewFormat(text).status();
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << text;
+    EXPECT_NE(status.message().find("--preview_format"), absl::string_view::npos) << status;
+    EXPECT_NE(status.message().find("png, jpeg, webp"), absl::string_view::npos) << status;
+  }
+}
+
+TEST(ParseQuality, ZeroToOneHundred) {
+  EXPECT_EQ(*ParseQuality(0), 0u);  // the server's default
+  EXPECT_EQ(*ParseQuality(1), 1u);
+  EXPECT_EQ(*ParseQuality(100), 100u);
+  for (const int64_t bad : {-1, 101, 1000}) {
+    const absl::Status status = ParseQuality(bad).status();
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_NE(status.message().find("--quality"), absl::string_view::npos) << status;
+    EXPECT_NE(status.message().find(std::to_string(bad)), absl::string_view::npos) << status;
+  }
+}
+
+TEST(ExtensionNamesFormat, KnowsTheUsualNames) {
+  EXPECT_TRUE(ExtensionNamesFormat(".png", IMAGE_FORMAT_UNSPECIFIED));
+  EXPECT_TRUE(ExtensionNamesFormat(".Jpeg", IMAGE_FORMAT_JPEG));
+  EXPECT_FALSE(ExtensionNamesFormat(".jpg", IMAGE_FORMAT_WEBP));
+  EXPECT_FALSE(ExtensionNamesFormat("", IMAGE_FORMAT_PNG));
+  EXPECT_EQ(FormatName(IMAGE_FORMAT_WEBP), "WebP");
+  EXPECT_EQ(FormatName(IMAGE_FORMAT_UNSPECIFIED), "PNG");
+}
+
 TEST(PreviewPath, PadsTheStepSoThatNamesSort) {
   EXPECT_EQ(PreviewPath("prev", 3, 1, IMAGE_FORMAT_PNG), "prev/step-0003-image-1.png");
+}
+
+TEST(PreviewPath, TakesTheExtensionOfThePreviewsFormat) {
+  EXPECT_EQ(PreviewPath("prev", 12, 0, IMAGE_FORMAT_WEBP), "prev/step-0012-image-0.webp");
+  EXPECT_EQ(PreviewPath("prev", 1, 2, IMAGE_FORMAT_JPEG), "prev/step-0001-image-2.jpg");
 }
 
 TEST(FormatSeconds, ShortensWithSize) {

@@ -14,6 +14,7 @@
 #include <gtest/gtest.h>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "core/image/png_codec.h"
 #include "core/model/model_config.h"
 #include "tests/support/fake_engine_observer.h"
@@ -361,6 +362,50 @@ TEST(EngineWithAFakePipeline, ACancelAcceptedBeforeAFailureWins) {
   EXPECT_FALSE(engine->Cancel("doomed"));
 }
 
+// A listener that calls the engine back from its callbacks (as a gRPC reaction run inline by
+// StartWrite could): no engine lock is held when a listener is called (lock order, job.h), so
+// cancelling from OnAccepted and submitting from OnQueuePosition work instead of deadlocking.
+class CallsBackListener : public FakeJobListener {
+ public:
+  explicit CallsBackListener(Engine* engine) : engine_(engine) {}
+  void OnAccepted(const std::string& job_id, int queue_position) override {
+    FakeJobListener::OnAccepted(job_id, queue_position);
+    cancelled_from_callback = engine_->Cancel(job_id);
+    queue_depth_seen = engine_->queue_depth();
+  }
+  bool cancelled_from_callback = false;
+  int queue_depth_seen = -1;
+
+ private:
+  Engine* engine_;
+};
+
+TEST(EngineWithAFakePipeline, AListenerMayCallTheEngineFromItsCallbacks) {
+  const ModelConfig model = test::TinyModelConfig();
+  test::FakePipeline pipeline;
+  absl::Notification in_step;
+  absl::Notification release;
+  pipeline.during_step = [&] {
+    if (!in_step.HasBeenNotified()) in_step.Notify();
+    release.WaitForNotificationWithTimeout(absl::Seconds(30));
+  };
+  auto engine = Engine::CreateForTest(Engine::Options{}, {model}, {&pipeline}, nullptr, nullptr);
+  auto running = std::make_shared<FakeJobListener>();
+  ASSERT_TRUE(engine->Submit(TinyJobRequest("running", 2), running).ok());
+  ASSERT_TRUE(in_step.WaitForNotificationWithTimeout(absl::Seconds(30)));  // the worker is busy
+  auto listener = std::make_shared<CallsBackListener>(engine.get());
+  ASSERT_TRUE(engine->Submit(TinyJobRequest("self-cancelling"), listener).ok());
+  ASSERT_TRUE(listener->WaitForEnd());
+  EXPECT_TRUE(listener->cancelled_from_callback);
+  EXPECT_EQ(listener->queue_depth_seen, 0);
+  EXPECT_EQ(listener->final_status().code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(listener->events(), (std::vector<FakeJobListener::Event>{FakeJobListener::Event::kAccepted,
+                                                                    FakeJobListener::Event::kError}));
+  release.Notify();
+  ASSERT_TRUE(running->WaitForEnd());
+  EXPECT_TRUE(running->final_status().ok());
+}
+
 TEST_F(EngineTest, ShutdownEndsQueuedJobsAtOnceAndTheRunningOneAtItsNextStep) {
   auto running = PinWorker("running", /*step=*/1, /*steps=*/5);
   auto queued = NewListener();
@@ -516,9 +561,55 @@ TEST_F(ValidateJobRequestTest, PromptLongerThanTheEncoderButWithinTheCharacterLi
   EXPECT_TRUE(ValidateJobRequest(request_, model_, limits_).ok());
 }
 
-TEST_F(ValidateJobRequestTest, PreviewIntervalMustNotExceedSteps) {
+TEST_F(ValidateJobRequestTest, PreviewIntervalMustNotExceedTheStepsThatRun) {
   request_.preview_every_n_steps = 31;
-  ExpectInvalid(request_, "preview.every_n_steps", {"31", "steps (30)"});
+  ExpectInvalid(request_, "preview.every_n_steps", {"31", "steps that run (30)"});
+  // Image to image at strength 0.5 runs 15 of the 30 steps: previews count those.
+  model_.has_vae_encoder = true;
+  request_.init_image = RasterImage{32, 32, 1, std::vector<uint8_t>(32 * 32, 128)};
+  request_.strength = 0.5;
+  request_.preview_every_n_steps = 15;
+  EXPECT_TRUE(ValidateJobRequest(request_, model_, limits_).ok());
+  EXPECT_EQ(StepsToRun(request_), 15);
+  request_.preview_every_n_steps = 16;
+  ExpectInvalid(request_, "preview.every_n_steps", {"16", "steps that run (15)"});
+}
+
+// The model's scheduler config decides what each sampler accepts (ModelBundle::Load probes it),
+// and admission checks exactly that, so the worker never refuses an accepted request.
+TEST_F(ValidateJobRequestTest, SamplerAndStepsFollowWhatTheModelSupports) {
+  for (ModelConfig::SamplerSupport& s : model_.samplers) {
+    if (s.name == "pndm") s.min_steps = 4;
+    if (s.name == "euler_a") s.refusal = "sampler \"euler_a\" does not support scheduler config \"prediction_type\"";
+  }
+  request_.sampler = "pndm";
+  request_.steps = 3;
+  ExpectInvalid(request_, "steps", {"3", "4 to 200 with sampler pndm"});
+  request_.steps = 4;
+  EXPECT_TRUE(ValidateJobRequest(request_, model_, limits_).ok());
+  request_.sampler = "euler_a";
+  ExpectInvalid(request_, "sampler", {"euler_a", "prediction_type"});
+  // The model's num_train_timesteps bounds steps below --max_steps.
+  model_.num_train_timesteps = 100;
+  request_.sampler = "ddim";
+  request_.steps = 101;
+  ExpectInvalid(request_, "steps", {"101", "1 to 100"});
+}
+
+TEST_F(ValidateJobRequestTest, QualitiesMustBeFromOneToOneHundred) {
+  request_.output_quality = 101;
+  ExpectInvalid(request_, "quality", {"101", "1 to 100"});
+  request_.output_quality = 90;
+  request_.preview_quality = 0;
+  ExpectInvalid(request_, "preview.quality", {"0", "1 to 100"});
+}
+
+TEST_F(ValidateJobRequestTest, PromptLimitCountsCharactersNotBytes) {
+  limits_.max_prompt_chars = 12;
+  request_.prompt = "\u00e9t\u00e9 \u00e0 la mer";  // 15 bytes, 12 characters
+  EXPECT_TRUE(ValidateJobRequest(request_, model_, limits_).ok());
+  request_.prompt += "!";
+  ExpectInvalid(request_, "prompt", {"13 characters", "at most 12"});
 }
 
 TEST_F(ValidateJobRequestTest, PriorityMustBeWithinRange) {

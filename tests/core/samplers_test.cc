@@ -276,17 +276,8 @@ double RelError(const at::Tensor& x, const at::Tensor& ref) {
 }
 
 std::string SamplerNameFor(const std::string& diffusers_class, const json& config) {
-  if (diffusers_class == "DDPMScheduler") return "ddpm";
-  if (diffusers_class == "DDIMScheduler") return "ddim";
-  if (diffusers_class == "PNDMScheduler") return "pndm";
-  if (diffusers_class == "EulerDiscreteScheduler") return "euler";
-  if (diffusers_class == "EulerAncestralDiscreteScheduler") return "euler_a";
-  if (diffusers_class == "HeunDiscreteScheduler") return "heun";
-  if (diffusers_class == "DPMSolverMultistepScheduler") {
-    return config.value("use_karras_sigmas", false) ? "dpmpp_2m_karras" : "dpmpp_2m";
-  }
-  if (diffusers_class == "UniPCMultistepScheduler") return "unipc";
-  return "";
+  const SamplerEntry* entry = FindSamplerForScheduler(diffusers_class, config.value("use_karras_sigmas", false));
+  return entry == nullptr ? "" : entry->name;
 }
 
 // The stand-in model of the reference file, elementwise.
@@ -359,6 +350,8 @@ TEST(Samplers, ReproduceDiffusersReferenceTrajectories) {
   EXPECT_EQ(checked, 13);  // every case of the file
 }
 
+const char kStableDiffusionConfig[] =
+    R"({"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012, "num_train_timesteps": 1000})";
 const char kStableDiffusion[] =
     R"({"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012, "num_train_timesteps": 1000)";
 
@@ -369,6 +362,66 @@ SchedulerConfig SdConfig(const std::string& more = "") {
 TEST(Samplers, NamesInListOrder) {
   EXPECT_EQ(SamplerNames(), (std::vector<std::string>{"ddpm", "ddim", "pndm", "euler", "euler_a", "heun",
                                                       "dpmpp_2m", "dpmpp_2m_karras", "unipc"}));
+}
+
+TEST(SamplerRegistry, OneEntryPerNameWithItsDiffusersClass) {
+  EXPECT_EQ(FindSampler("heun")->diffusers_class, std::string("HeunDiscreteScheduler"));
+  EXPECT_EQ(FindSampler("no-such"), nullptr);
+  EXPECT_EQ(FindSamplerForScheduler("DPMSolverMultistepScheduler", false)->name, std::string("dpmpp_2m"));
+  EXPECT_EQ(FindSamplerForScheduler("DPMSolverMultistepScheduler", true)->name, std::string("dpmpp_2m_karras"));
+  // A class without a forced-Karras twin maps to its one entry either way.
+  EXPECT_EQ(FindSamplerForScheduler("EulerDiscreteScheduler", true)->name, std::string("euler"));
+  EXPECT_EQ(FindSamplerForScheduler("LMSDiscreteScheduler", false), nullptr);
+  for (const SamplerEntry& e : SamplerRegistry()) EXPECT_EQ(FindSampler(e.name), &e);
+}
+
+// Progress is counted in denoising steps as diffusers' pipelines count them: after the last
+// call of each step (heun: every second call; pndm: after its warm-up), whatever the calls.
+TEST(Samplers, StepsDoneCountsDenoisingStepsAsDiffusersProgressBar) {
+  auto trace = [](Sampler& s) {
+    std::vector<int> steps;
+    at::Tensor x = at::zeros({1, 1, 2, 2});
+    RecordedNoise noise;
+    while (!s.done()) {
+      x = s.Step(at::zeros_like(x), x, noise);
+      steps.push_back(s.steps_done());
+    }
+    return steps;
+  };
+  NoiseSchedule sd(SdConfig(R"("skip_prk_steps": true)"));
+  auto heun = CreateSampler("heun", &sd, 3);
+  EXPECT_EQ((*heun)->steps_to_run(), 3);
+  EXPECT_EQ(trace(**heun), (std::vector<int>{0, 1, 1, 2, 3}));
+  auto pndm = CreateSampler("pndm", &sd, 4);
+  EXPECT_EQ(trace(**pndm), (std::vector<int>{0, 1, 2, 3, 4}));
+  NoiseSchedule prk(ParseConfig("{}"));
+  auto warm = CreateSampler("pndm", &prk, 4);  // 13 calls: 9 warm-up calls complete no step
+  EXPECT_EQ(trace(**warm), (std::vector<int>{0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4}));
+  auto ddim = CreateSampler("ddim", &sd, 3);
+  EXPECT_EQ(trace(**ddim), (std::vector<int>{1, 2, 3}));
+  // Image to image counts only the steps it runs.
+  auto late = CreateSampler("heun", &sd, 4);
+  (*late)->StartAtStep(2);
+  EXPECT_EQ((*late)->steps_to_run(), 2);
+  EXPECT_EQ(trace(**late), (std::vector<int>{0, 1, 2}));  // 3 calls for 2 steps
+}
+
+// What ModelBundle::Load records per sampler (ModelConfig::SamplerSupport) assumes that every
+// step count from a sampler's minimum to num_train_timesteps works: checked here for each
+// sampler on the configs whose minimum is not 1.
+TEST(Samplers, EveryStepCountFromTheMinimumUpWorks) {
+  for (const char* config : {"{}", R"({"skip_prk_steps": true})", kStableDiffusionConfig}) {
+    NoiseSchedule s(ParseConfig(config));
+    for (const SamplerEntry& e : SamplerRegistry()) {
+      int first_ok = 0;
+      for (int steps = 1; steps <= 1000; steps += steps < 60 ? 1 : 47) {
+        const bool ok = CreateSampler(e.name, &s, steps).ok();
+        if (ok && first_ok == 0) first_ok = steps;
+        EXPECT_TRUE(!first_ok || ok) << e.name << " on " << config << " refuses " << steps << " steps";
+      }
+      EXPECT_TRUE(CreateSampler(e.name, &s, 1000).ok()) << e.name;
+    }
+  }
 }
 
 TEST(Samplers, ModelCallsPerSampler) {

@@ -1,5 +1,5 @@
-// The step scheduler and the admission queue, with a fake pipeline and a fake clock: every
-// interleaving below is decided by the test, none by timing.
+// The step scheduler over the admission queue, with a fake pipeline and a fake clock: every
+// interleaving below is decided by the test, none by timing. (The queue alone: job_queue_test.cc.)
 #include "core/engine/step_scheduler.h"
 
 #include <algorithm>
@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 
 #include "core/engine/job_queue.h"
+#include "tests/support/fake_engine_observer.h"
 #include "tests/support/fake_job_listener.h"
 #include "tests/support/fake_pipeline.h"
 
@@ -18,6 +19,7 @@ namespace imagegen {
 namespace {
 
 using test::FakeClock;
+using test::FakeEngineObserver;
 using test::FakeJobListener;
 using test::FakePipeline;
 using Ids = std::vector<std::string>;
@@ -27,13 +29,12 @@ class StepSchedulerTest : public ::testing::Test {
   void Build(StepScheduler::Options options, int capacity = 16) {
     queue_ = std::make_unique<JobQueue>(capacity, absl::Seconds(10), &clock_);
     scheduler_ = std::make_unique<StepScheduler>(
-        options, queue_.get(), &pipeline_, &clock_, nullptr, [this](Job& job) { started_.push_back(job.request.job_id); },
+        options, queue_.get(), &pipeline_, &clock_, &observer_, [this](Job& job) { started_.push_back(job.request.job_id); },
         [](Job& job, absl::Status status, JobResult* result) {
-          if (status.ok()) {
-            job.listener->OnResult(std::move(*result));
-          } else {
-            job.listener->OnError(status);
-          }
+          std::optional<JobResult> delivered;
+          if (status.ok()) delivered = std::move(*result);
+          job.events.RecordEnd(std::move(status), std::move(delivered));
+          job.events.Deliver();
         });
   }
   void SetUp() override { Build(StepScheduler::Options{}); }
@@ -42,7 +43,8 @@ class StepSchedulerTest : public ::testing::Test {
   // guided image, ...).
   std::shared_ptr<FakeJobListener> Push(const std::string& id, int steps, int rows = 2, int priority = 0,
                                         absl::Time deadline = absl::InfiniteFuture(), int width = 32) {
-    auto job = std::make_shared<Job>();
+    auto listener = std::make_shared<FakeJobListener>();
+    auto job = std::make_shared<Job>(listener);
     job->request.job_id = id;
     job->request.model = "m";
     job->request.steps = steps;
@@ -54,8 +56,6 @@ class StepSchedulerTest : public ::testing::Test {
     job->request.height = 32;
     job->accepted_at = clock_.Now();
     job->sequence = next_sequence_++;
-    auto listener = std::make_shared<FakeJobListener>();
-    job->listener = listener;
     jobs_[id] = job;
     EXPECT_TRUE(queue_->Push(job).ok());
     return listener;
@@ -63,6 +63,7 @@ class StepSchedulerTest : public ::testing::Test {
 
   FakeClock clock_;
   FakePipeline pipeline_;
+  FakeEngineObserver observer_;
   std::unique_ptr<JobQueue> queue_;
   std::unique_ptr<StepScheduler> scheduler_;
   std::map<std::string, std::shared_ptr<Job>> jobs_;
@@ -325,6 +326,55 @@ TEST_F(StepSchedulerTest, PreviewsComeEveryNStepsAndTheFirstIsReported) {
   EXPECT_EQ(progress[3].previews[0].data, "preview 4");
 }
 
+// Progress counts denoising steps, not model calls: a sampler of two calls per step (heun)
+// reports each step once, when its second call is done, and previews count the same steps.
+TEST_F(StepSchedulerTest, ProgressAndPreviewsCountStepsNotModelCalls) {
+  pipeline_.calls_per_step = 2;
+  auto a = Push("a", 3);
+  jobs_["a"]->request.preview_every_n_steps = 2;
+  for (int i = 0; i < 6; ++i) scheduler_->Tick();
+  EXPECT_EQ(pipeline_.calls.size(), 6u);
+  EXPECT_EQ(a->progress_steps(), (std::vector<int>{1, 2, 3}));
+  const auto progress = a->progress();
+  ASSERT_EQ(progress.size(), 3u);
+  for (const ProgressUpdate& p : progress) EXPECT_EQ(p.total_steps, 3);
+  EXPECT_TRUE(progress[0].previews.empty());
+  ASSERT_EQ(progress[1].previews.size(), 1u);
+  EXPECT_EQ(progress[1].previews[0].data, "preview 2");
+  EXPECT_TRUE(progress[2].previews.empty());
+  // The steps metric counts the same unit: only the calls that completed a step.
+  EXPECT_EQ(observer_.model_call_steps(), (std::vector<int>{0, 1, 0, 1, 0, 1}));
+  EXPECT_TRUE(a->final_status().ok());
+}
+
+// A preview that cannot be made is counted and the job goes on to its result.
+TEST_F(StepSchedulerTest, AFailingPreviewIsReportedAndTheJobGoesOn) {
+  auto a = Push("a", 2);
+  jobs_["a"]->request.preview_every_n_steps = 1;
+  pipeline_.broken_preview_job_id = "a";
+  scheduler_->Tick();
+  scheduler_->Tick();
+  EXPECT_EQ(observer_.preview_failures(), (std::vector<std::string>{"a", "a"}));
+  EXPECT_EQ(observer_.first_previews(), 0);
+  EXPECT_EQ(a->progress_steps(), (std::vector<int>{1, 2}));
+  EXPECT_TRUE(a->final_status().ok());
+}
+
+// The result says what ran, with the defaults resolved, and what the model could not take.
+TEST_F(StepSchedulerTest, TheResultCarriesWhatRanAndTheWarnings) {
+  auto a = Push("a", 2);
+  jobs_["a"]->request.sampler = "heun";
+  scheduler_->Tick();
+  scheduler_->Tick();
+  ASSERT_TRUE(a->result().has_value());
+  const JobResult& r = *a->result();
+  EXPECT_EQ(r.model, "m");
+  EXPECT_EQ(r.sampler, "heun");
+  EXPECT_EQ(r.steps, 2);
+  EXPECT_EQ(r.guidance_scale, 3.0);
+  EXPECT_EQ(r.warnings, (std::vector<std::string>{"fake warning for a"}));
+}
+
 TEST_F(StepSchedulerTest, FailAllEndsEveryRunningJob) {
   auto a = Push("a", 5);
   auto b = Push("b", 5);
@@ -333,54 +383,6 @@ TEST_F(StepSchedulerTest, FailAllEndsEveryRunningJob) {
   EXPECT_EQ(a->final_status().code(), absl::StatusCode::kUnavailable);
   EXPECT_EQ(b->final_status().code(), absl::StatusCode::kUnavailable);
   EXPECT_EQ(scheduler_->num_running(), 0);
-}
-
-TEST(JobQueue, FullQueueIsRefusedAtOnceAndClosedQueueIsUnavailable) {
-  FakeClock clock;
-  JobQueue queue(1, absl::Seconds(10), &clock);
-  auto make = [&](const std::string& id) {
-    auto job = std::make_shared<Job>();
-    job->request.job_id = id;
-    job->request.num_images = 1;
-    job->listener = std::make_shared<FakeJobListener>();
-    job->accepted_at = clock.Now();
-    return job;
-  };
-  EXPECT_TRUE(queue.Push(make("a")).ok());
-  EXPECT_EQ(queue.Push(make("b")).code(), absl::StatusCode::kResourceExhausted);
-  EXPECT_EQ(queue.Close().size(), 1u);
-  EXPECT_EQ(queue.Push(make("c")).code(), absl::StatusCode::kUnavailable);
-}
-
-// The queue-depth gauge is fed from the queue's own lock, so concurrent changes report in order
-// and the last report is the size the queue has.
-TEST(JobQueue, ReportsItsSizeAfterEveryChange) {
-  FakeClock clock;
-  std::vector<int> sizes;
-  JobQueue queue(4, absl::Seconds(10), &clock, [&](int size) { sizes.push_back(size); });
-  uint64_t sequence = 0;
-  auto make = [&](const std::string& id, absl::Time deadline = absl::InfiniteFuture()) {
-    auto job = std::make_shared<Job>();
-    job->sequence = sequence++;  // admission order: the queue's tie-break
-    job->request.job_id = id;
-    job->request.num_images = 1;
-    job->request.deadline = deadline;
-    job->listener = std::make_shared<FakeJobListener>();
-    job->accepted_at = clock.Now();
-    return job;
-  };
-  ASSERT_TRUE(queue.Push(make("a")).ok());
-  ASSERT_TRUE(queue.Push(make("b", clock.Now() + absl::Seconds(1))).ok());
-  ASSERT_TRUE(queue.Push(make("c")).ok());
-  ASSERT_TRUE(queue.Push(make("d")).ok());
-  EXPECT_EQ(queue.Push(make("refused")).code(), absl::StatusCode::kResourceExhausted);  // no change
-  EXPECT_EQ(queue.PopWhile([](const Job&) { return false; }).size(), 0u);                // no change
-  EXPECT_NE(queue.Remove("c"), nullptr);
-  clock.Advance(absl::Seconds(2));
-  EXPECT_EQ(queue.RemoveExpired(clock.Now()).size(), 1u);
-  EXPECT_EQ(queue.PopWhile([](const Job& job) { return job.request.job_id == "a"; }).size(), 1u);
-  EXPECT_EQ(queue.Close().size(), 1u);
-  EXPECT_EQ(sizes, (std::vector<int>{1, 2, 3, 4, 3, 2, 1, 0}));
 }
 
 }  // namespace

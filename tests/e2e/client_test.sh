@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Tests the command-line client against tests/e2e/fake_server.py: output file names, previews,
-# exit codes, the cancel command, deadlines, and that Ctrl-C cancels the job on the server. Needs
-# no model and no LibTorch, only the client and Debian's python3-grpcio.
+# Tests the command-line client against tests/e2e/fake_server.py: output file names and formats
+# (--out's extension, --quality, --preview_format, --animation from JPEG and WebP frames), the
+# server's warnings, previews, exit codes, the cancel command, deadlines, and that Ctrl-C cancels
+# the job on the server; then imagegen-loadgen's JSON line, and both tools with TLS and a bearer
+# token against a second fake server. Needs no model and no LibTorch, only the client, Debian's
+# python3-grpcio and python3-pil, and openssl (for the TLS part).
 #
 #   tests/e2e/client_test.sh BUILD_DIR REPO_ROOT
 set -euo pipefail
@@ -11,22 +14,28 @@ if [[ $# -ne 2 ]]; then
   exit 2
 fi
 CLIENT=$(cd "$1" && pwd)/client/imagegen
+LOADGEN=$(cd "$1" && pwd)/client/imagegen-loadgen
 REPO_ROOT=$(cd "$2" && pwd)
 PYTHON=/usr/bin/python3
-[[ -x $CLIENT ]] || { echo "client_test: FAIL: $CLIENT is not built" >&2; exit 1; }
+for tool in "$CLIENT" "$LOADGEN"; do
+  [[ -x $tool ]] || { echo "client_test: FAIL: $tool is not built" >&2; exit 1; }
+done
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/imagegen-client.XXXXXX")
 SERVER_PID=""
+AUTH_SERVER_PID=""
 cleanup() {
   local rc=$?
-  if [[ -n $SERVER_PID ]]; then
-    kill "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-  fi
-  if [[ $rc -ne 0 && -f $TMP/server.log ]]; then
-    echo "client_test: last lines of the fake server's log:" >&2
-    tail -n 20 "$TMP/server.log" >&2
-  fi
+  for pid in $SERVER_PID $AUTH_SERVER_PID; do
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  for log in "$TMP/server.log" "$TMP/auth-server.log"; do
+    if [[ $rc -ne 0 && -f $log ]]; then
+      echo "client_test: last lines of $(basename "$log"):" >&2
+      tail -n 20 "$log" >&2
+    fi
+  done
   rm -rf "$TMP"
 }
 trap cleanup EXIT
@@ -43,6 +52,37 @@ expect_rc() {
   "$CLIENT" "$@" >"$TMP/out" 2>"$TMP/err" || rc=$?
   [[ $rc == "$want" ]] ||
     fail "imagegen $* exited with $rc, want $want; stderr: $(cat "$TMP/err")"
+}
+
+# Runs the load generator and checks its exit status: expect_loadgen_rc WANT ARGS...; the JSON
+# line goes to $TMP/loadgen.json, stderr to $TMP/loadgen.err.
+expect_loadgen_rc() {
+  local want=$1 rc=0
+  shift
+  "$LOADGEN" "$@" >"$TMP/loadgen.json" 2>"$TMP/loadgen.err" || rc=$?
+  [[ $rc == "$want" ]] ||
+    fail "imagegen-loadgen $* exited with $rc, want $want; stderr: $(cat "$TMP/loadgen.err")"
+}
+
+# The file's first bytes say what it is: has_signature FILE png|jpeg|webp.
+has_signature() {
+  "$PYTHON" - "$1" "$2" <<'EOF'
+import sys
+data = open(sys.argv[1], "rb").read(12)
+ok = {"png": data[:8] == b"\x89PNG\r\n\x1a\n", "jpeg": data[:3] == b"\xff\xd8\xff",
+      "webp": data[:4] == b"RIFF" and data[8:12] == b"WEBP"}[sys.argv[2]]
+sys.exit(0 if ok else 1)
+EOF
+}
+
+# Evaluates a Python expression (which may span lines) on the JSON object in a file, bound to
+# `d`: json_check FILE EXPR.
+json_check() {
+  "$PYTHON" -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+sys.exit(0 if eval("(" + sys.argv[2] + ")") else 1)' "$1" "$2" ||
+    fail "JSON check failed: $2 on $(cat "$1")"
 }
 
 # Waits up to 10 s for a file to contain a pattern.
@@ -66,8 +106,19 @@ expect_rc 0 --help
 grep -q "Usage" "$TMP/out" || fail "--help printed no usage"
 expect_rc 0 help generate
 grep -q -- "--previews" "$TMP/out" || fail "help generate does not describe --previews"
+grep -q -- "--quality" "$TMP/out" || fail "help generate does not describe --quality"
+grep -q -- "--preview_format" "$TMP/out" || fail "help generate does not describe --preview_format"
 expect_rc 3 generate --out "$TMP/x.png" --size 12y
 expect_rc 3 frobnicate
+# Local mistakes in the new flags: refused before any connection (no server runs yet).
+expect_rc 3 generate --prompt x --out "$TMP/x.gif"
+grep -q -- '--out.*x.gif.*"\.gif".*\.png, \.jpg or \.jpeg, \.webp' "$TMP/err" ||
+  fail "unclear --out error: $(cat "$TMP/err")"
+expect_rc 3 generate --prompt x --out "$TMP/x.jpg" --quality 101
+grep -q -- "--quality 101" "$TMP/err" || fail "unclear --quality error: $(cat "$TMP/err")"
+expect_rc 3 generate --prompt x --out "$TMP/x.png" --previews "$TMP/p" --preview_format gif
+grep -q -- "--preview_format" "$TMP/err" || fail "unclear --preview_format error: $(cat "$TMP/err")"
+expect_rc 3 generate --prompt x --out "$TMP/x.png" --preview_format webp
 
 "$PYTHON" "$REPO_ROOT/tests/e2e/fake_server.py" --repo_root "$REPO_ROOT" --listen 127.0.0.1:0 \
   --port_file "$TMP/port" --events "$TMP/events" >"$TMP/server.log" 2>&1 &
@@ -108,6 +159,55 @@ rc=0
 wait "$held" || rc=$?
 [[ $rc == 1 ]] || fail "the cancelled call exited with $rc, want 1: $(cat "$TMP/held.err")"
 
+# --out's extension picks the format and --quality goes with it.
+expect_rc 0 generate "${S[@]}" --prompt x --steps 2 --job_id jpeg-1 --quality 80 --out "$TMP/j.jpg"
+has_signature "$TMP/j.jpg" jpeg || fail "j.jpg is not a JPEG"
+grep -q "generate jpeg-1 output_format=IMAGE_FORMAT_JPEG quality=80 " "$TMP/events" ||
+  fail "the request did not ask for JPEG at quality 80: $(grep jpeg-1 "$TMP/events")"
+expect_rc 0 generate "${S[@]}" --prompt x --steps 2 --seed 5 --num_images 2 --out "$TMP/w.WEBP"
+has_signature "$TMP/w-5.WEBP" webp && has_signature "$TMP/w-6.WEBP" webp ||
+  fail "no w-5.WEBP and w-6.WEBP: $(ls "$TMP")"
+# Without an extension: PNG, and the file gets .png.
+expect_rc 0 generate "${S[@]}" --prompt x --steps 2 --out "$TMP/noext"
+has_signature "$TMP/noext.png" png || fail "no noext.png: $(ls "$TMP")"
+# A server that sends PNG for a .jpg: the file says what it holds, and a warning says why.
+expect_rc 0 generate "${S[@]}" --prompt x --steps 2 --job_id pngonly-1 --out "$TMP/old.jpg"
+has_signature "$TMP/old.png" png || fail "no old.png: $(ls "$TMP")"
+[[ ! -e $TMP/old.jpg ]] || fail "PNG bytes were written to old.jpg"
+grep -q "imagegen: warning: the server sent PNG images, not the JPEG" "$TMP/err" ||
+  fail "no warning about the format: $(cat "$TMP/err")"
+
+# Previews in JPEG, and an animation decoded from WebP previews and a JPEG result.
+expect_rc 0 generate "${S[@]}" --prompt x --steps 2 --job_id prevjpeg-1 --out "$TMP/pj.png" \
+  --previews "$TMP/pj" --preview_format jpeg
+has_signature "$TMP/pj/step-0002-image-0.jpg" jpeg || fail "no JPEG previews: $(ls "$TMP/pj")"
+grep -q "generate prevjpeg-1 .*preview_format=IMAGE_FORMAT_JPEG" "$TMP/events" ||
+  fail "the request did not ask for JPEG previews"
+expect_rc 0 generate "${S[@]}" --prompt x --steps 3 --out "$TMP/anim.jpg" \
+  --animation "$TMP/anim.webp" --preview_format webp
+grep -q "animation: 4 frames" "$TMP/out" || fail "not 3 previews and the result: $(cat "$TMP/out")"
+has_signature "$TMP/anim.webp" webp && grep -q ANIM "$TMP/anim.webp" ||
+  fail "anim.webp is not an animated WebP"
+
+# The server's warnings: on stderr, and in --json's "warnings" (always there).
+expect_rc 0 generate "${S[@]}" --prompt "a purple coat" --steps 2 --out "$TMP/warned.png"
+grep -q 'imagegen: warning: prompt: "purple" is not in model .* vocabulary' "$TMP/err" ||
+  fail "the warning is not on stderr: $(cat "$TMP/err")"
+expect_rc 0 generate "${S[@]}" --prompt "a purple zebra" --steps 2 --out "$TMP/warned.png" --json
+json_check "$TMP/out" 'len(d["warnings"]) == 2 and "\"zebra\"" in d["warnings"][1]'
+grep -q "imagegen: warning: " "$TMP/err" || fail "--json hid the warnings from stderr"
+expect_rc 0 generate "${S[@]}" --prompt "a coat" --steps 2 --out "$TMP/plain.png" --json
+json_check "$TMP/out" 'd["warnings"] == [] and d["images"][0]["path"].endswith("plain.png")'
+
+# The load generator's JSON line: the keys bench/serving.sh and bench/soak.sh read, in order.
+expect_loadgen_rc 0 "${S[@]}" --mode=closed --concurrency=2 --requests=4 --steps=2
+json_check "$TMP/loadgen.json" 'list(d) == ["mode", "concurrency", "warmup", "steps",
+  "num_images", "sampler", "preview_every", "cancel_fraction", "cancel_job_fraction",
+  "deadline_fraction", "short_timeout_s", "requests", "ok", "failed", "wall_s", "images_per_s",
+  "latency_ms", "first_preview_ms", "first_progress_ms", "by_plan", "cancel_job_calls",
+  "cancel_job_late", "expected", "unexpected", "unexpected_by_code"]
+  and d["ok"] == 4 and d["by_plan"] == {"plain": {"OK": 4}} and d["unexpected"] == 0'
+
 # Ctrl-C: the client cancels the call, so the server sees the job cancelled, and exits 1. Job
 # control gives the background client its own process group with SIGINT not ignored, as in a
 # terminal.
@@ -122,5 +222,65 @@ rc=0
 wait "$interrupted" || rc=$?
 [[ $rc == 1 ]] || fail "after SIGINT the client exited with $rc, want 1: $(cat "$TMP/sigint.err")"
 wait_for "cancelled hold-sigint" "$TMP/events"
+
+# TLS and a bearer token: a second fake server with the real server's --tls_cert, --tls_key and
+# --auth_tokens_file; both tools with --tls_ca and --token_file or IMAGEGEN_TOKEN.
+if ! command -v openssl >/dev/null; then
+  echo "client_test: openssl is not installed; skipping TLS and tokens" >&2
+  echo "client_test: PASS"
+  exit 0
+fi
+cat >"$TMP/openssl.cnf" <<'EOF'
+[req]
+distinguished_name = dn
+prompt = no
+[dn]
+CN = unused
+[ca_ext]
+basicConstraints = critical,CA:TRUE
+keyUsage = critical,keyCertSign,cRLSign
+[server_ext]
+basicConstraints = CA:FALSE
+keyUsage = critical,digitalSignature
+extendedKeyUsage = serverAuth
+subjectAltName = DNS:localhost,IP:127.0.0.1
+EOF
+newkey=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+{
+  openssl req -x509 "${newkey[@]}" -days 2 -subj /CN=imagegen-client-test-ca \
+    -config "$TMP/openssl.cnf" -extensions ca_ext -keyout "$TMP/ca.key" -out "$TMP/ca.pem" &&
+    openssl req -new "${newkey[@]}" -subj /CN=localhost -config "$TMP/openssl.cnf" \
+      -keyout "$TMP/server.key" -out "$TMP/server.csr" &&
+    openssl x509 -req -days 2 -set_serial 2 -in "$TMP/server.csr" -CA "$TMP/ca.pem" \
+      -CAkey "$TMP/ca.key" -extfile "$TMP/openssl.cnf" -extensions server_ext -out "$TMP/server.pem"
+} >"$TMP/openssl.log" 2>&1 || fail "openssl could not make the certificates: $(cat "$TMP/openssl.log")"
+TOKEN=client-test-$RANDOM$RANDOM
+printf '# tokens\n%s\n' "$TOKEN" >"$TMP/tokens.txt"
+printf '%s\n' "$TOKEN" >"$TMP/token.txt"
+"$PYTHON" "$REPO_ROOT/tests/e2e/fake_server.py" --repo_root "$REPO_ROOT" --listen 127.0.0.1:0 \
+  --port_file "$TMP/auth-port" --tls_cert "$TMP/server.pem" --tls_key "$TMP/server.key" \
+  --auth_tokens_file "$TMP/tokens.txt" >"$TMP/auth-server.log" 2>&1 &
+AUTH_SERVER_PID=$!
+wait_for . "$TMP/auth-port"
+A=(--server "127.0.0.1:$(cat "$TMP/auth-port")" --tls_ca "$TMP/ca.pem")
+
+expect_rc 16 models "${A[@]}"
+expect_rc 0 models "${A[@]}" --token_file "$TMP/token.txt"
+IMAGEGEN_TOKEN=$TOKEN expect_rc 0 generate "${A[@]}" --prompt x --steps 2 --out "$TMP/tls.webp"
+has_signature "$TMP/tls.webp" webp || fail "no tls.webp over TLS"
+expect_rc 5 models "${A[@]}" --token_file "$TMP/no-such-token-file"
+grep -q -- "--token_file" "$TMP/err" || fail "unclear token file error: $(cat "$TMP/err")"
+
+# The load generator: refused without the token (at once, by its ListModels check), served
+# with it, over TLS; its CancelJob calls carry the token too (else they would end unexpected).
+expect_loadgen_rc 16 "${A[@]}" --mode=closed --requests=2 --steps=2
+grep -q "UNAUTHENTICATED" "$TMP/loadgen.err" || fail "unclear: $(cat "$TMP/loadgen.err")"
+expect_loadgen_rc 0 "${A[@]}" --token_file "$TMP/token.txt" --mode=closed --requests=2 --steps=2
+json_check "$TMP/loadgen.json" 'd["ok"] == 2'
+IMAGEGEN_TOKEN=$TOKEN expect_loadgen_rc 0 "${A[@]}" --mode=poisson --rate=30 --duration_s=1 \
+  --steps=2 --cancel_job_fraction=0.3
+json_check "$TMP/loadgen.json" 'd["unexpected"] == 0 and sum(d["cancel_job_calls"].values()) > 0'
+expect_loadgen_rc 5 "${A[@]}" --tls_ca "$TMP/no-such-ca.pem" --mode=closed --requests=1
+grep -q -- "--tls_ca" "$TMP/loadgen.err" || fail "unclear: $(cat "$TMP/loadgen.err")"
 
 echo "client_test: PASS"

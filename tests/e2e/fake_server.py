@@ -2,16 +2,22 @@
 """A fake imagegen server in Python, for testing clients without LibTorch or a model.
 
 It speaks the public API (compiled from proto/ at start) and the health service, answers
-Generate with flat gray PNGs, and validates a few fields the way the real server does. It takes
-the real server's main flags (--listen, --metrics_listen, --model_dir) so that it can stand in
-for BUILD_DIR/server/imagegen-server in the end-to-end scripts, plus a few of its own:
+Generate with flat gray images in the requested encodings (PNG, JPEG or WebP, at the requested
+quality), and validates a few fields the way the real server does. It takes the real server's
+main flags (--listen, --metrics_listen, --model_dir, and --tls_cert, --tls_key,
+--auth_tokens_file for TLS and bearer tokens) so that it can stand in for
+BUILD_DIR/server/imagegen-server in the end-to-end scripts, plus a few of its own:
 
   --port_file F   write the port it listens on (useful with --listen=127.0.0.1:0)
-  --events F      append one line per notable event ("cancelled JOB_ID") for tests to read
+  --events F      append one line per notable event for tests to read: "cancelled JOB_ID", and
+                  "generate JOB_ID output_format=F quality=Q preview_format=F" per request
   --step_delay S  seconds per denoising step
 
 A job whose id starts with "hold" is accepted and then held without progress until the client
-cancels it, so that a test can cancel it deterministically.
+cancels it, so that a test can cancel it deterministically. A job whose id starts with "pngonly"
+gets PNG whatever it asked for, as from a server that predates JPEG and WebP. Prompt words of
+UNKNOWN_WORDS are "not in the vocabulary": the result carries a warning for each, worded as the
+real server's.
 
     /usr/bin/python3 tests/e2e/fake_server.py --repo_root . --listen 127.0.0.1:0 --port_file P
 """
@@ -36,6 +42,7 @@ import grpc  # noqa: E402
 from PIL import Image  # noqa: E402
 
 MAX_STEPS = 200
+UNKNOWN_WORDS = ("purple", "zebra")
 
 
 def compile_protos(repo_root, out_dir):
@@ -49,10 +56,23 @@ def compile_protos(repo_root, out_dir):
     sys.path.insert(0, out_dir)
 
 
-def png(width, height, gray):
+def encode(pb, width, height, gray, image_format, quality):
+    """A flat gray image in `image_format` (UNSPECIFIED: PNG) at `quality` (ignored by PNG)."""
     buf = io.BytesIO()
-    Image.new("RGB", (width, height), (gray, gray, gray)).save(buf, "PNG")
+    picture = Image.new("RGB", (width, height), (gray, gray, gray))
+    if image_format == pb.IMAGE_FORMAT_JPEG:
+        picture.save(buf, "JPEG", quality=quality)
+    elif image_format == pb.IMAGE_FORMAT_WEBP:
+        picture.save(buf, "WEBP", quality=quality)
+    else:
+        picture.save(buf, "PNG")
     return buf.getvalue()
+
+
+def read_tokens(path):
+    """The server's --auth_tokens_file: one token a line; blank and '#' lines skipped."""
+    with open(path) as fh:
+        return {line.strip() for line in fh if line.strip() and not line.strip().startswith("#")}
 
 
 def read_model(model_dir):
@@ -97,23 +117,46 @@ def make_servicer(pb, rpc, model, args, metrics):
             with open(args.events, "a") as fh:
                 fh.write(line + "\n")
 
+    tokens = read_tokens(args.auth_tokens_file) if args.auth_tokens_file else None
+
+    def authorize(context):
+        if tokens is None:
+            return
+        header = dict(context.invocation_metadata()).get("authorization", "")
+        if not header.startswith("Bearer ") or header[len("Bearer "):] not in tokens:
+            context.abort(grpc.StatusCode.UNAUTHENTICATED,
+                          "missing or unknown bearer token (metadata authorization: Bearer TOKEN)")
+
     def validate(request, context):
+        authorize(context)
         if request.model and request.model != model["name"]:
             context.abort(grpc.StatusCode.NOT_FOUND, f"model {request.model!r} is not loaded")
         if request.steps > MAX_STEPS:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                           f"steps {request.steps} is out of range 1..{MAX_STEPS}")
+        for name, value in (("quality", request.quality),
+                            ("preview.quality", request.preview.quality)):
+            if value > 100:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                              f"{name} {value} is out of range 1..100 (0: the default)")
+
+    def warnings(request):
+        return [f"prompt: \"{word}\" is not in model {model['name']}'s vocabulary and was ignored"
+                for word in request.prompt.lower().split() if word in UNKNOWN_WORDS]
 
     class Servicer(rpc.ImageGeneratorServicer):
         def ListModels(self, request, context):
+            authorize(context)
             return pb.ListModelsResponse(models=[pb.ModelInfo(
                 name=model["name"], description=model["description"],
                 default_width=model["default_width"], default_height=model["default_height"],
                 size_multiple=8, default_sampler="ddim", default_steps=20,
                 default_guidance_scale=7.5, samplers=["ddpm", "ddim"], is_default=True,
-                max_prompt_tokens=77)])
+                max_prompt_tokens=77, max_image_side=256, max_images=8,
+                max_pixels=8 * 256 * 256, max_steps=MAX_STEPS, max_prompt_chars=1000)])
 
         def CancelJob(self, request, context):
+            authorize(context)
             with lock:
                 target = running.get(request.job_id)
             if target is None:
@@ -150,6 +193,12 @@ def make_servicer(pb, rpc, model, args, metrics):
             steps = request.steps or 20
             n = request.num_images or 1
             seed = request.seed if request.HasField("seed") else 12345
+            output_format, preview_format = request.output_format, request.preview.format
+            if job_id.startswith("pngonly"):
+                output_format = preview_format = pb.IMAGE_FORMAT_PNG
+            log_event(f"generate {job_id} output_format={pb.ImageFormat.Name(output_format)} "
+                      f"quality={request.quality} "
+                      f"preview_format={pb.ImageFormat.Name(preview_format)}")
             yield pb.GenerateEvent(accepted=pb.JobAccepted(job_id=job_id, queue_position=0))
             if job_id.startswith("hold"):
                 cancelled.wait()
@@ -166,15 +215,20 @@ def make_servicer(pb, rpc, model, args, metrics):
                 progress = pb.Progress(step=step, total_steps=steps)
                 if every and step % every == 0:
                     for i in range(n):
-                        progress.previews.add(data=png(width // 8, height // 8, 128),
-                                              format=pb.IMAGE_FORMAT_PNG, width=width // 8,
-                                              height=height // 8, seed=seed + i, index=i)
+                        progress.previews.add(
+                            data=encode(pb, width // 8, height // 8, 128, preview_format,
+                                        request.preview.quality or 75),
+                            format=preview_format or pb.IMAGE_FORMAT_PNG, width=width // 8,
+                            height=height // 8, seed=seed + i, index=i)
                 yield pb.GenerateEvent(progress=progress)
             result = pb.GenerateResponse(job_id=job_id, model=model["name"], sampler="ddim",
-                                         steps=steps, guidance_scale=7.5)
+                                         steps=steps, guidance_scale=7.5,
+                                         warnings=warnings(request))
             for i in range(n):
-                result.images.add(data=png(width, height, 200), format=pb.IMAGE_FORMAT_PNG,
-                                  width=width, height=height, seed=seed + i, index=i)
+                result.images.add(
+                    data=encode(pb, width, height, 200, output_format, request.quality or 90),
+                    format=output_format or pb.IMAGE_FORMAT_PNG, width=width, height=height,
+                    seed=seed + i, index=i)
             elapsed = time.time() - start
             result.timings.total_seconds = elapsed
             result.timings.denoise_seconds = elapsed
@@ -211,6 +265,9 @@ def main():
     ap.add_argument("--port_file", default="")
     ap.add_argument("--events", default="")
     ap.add_argument("--step_delay", type=float, default=0.0)
+    ap.add_argument("--tls_cert", default="")
+    ap.add_argument("--tls_key", default="")
+    ap.add_argument("--auth_tokens_file", default="")
     args, _ = ap.parse_known_args()  # the real server's other flags are accepted and ignored
 
     # The stubs are needed only until they are imported; the folder goes at once, so that a
@@ -231,7 +288,12 @@ def main():
     rpc.add_ImageGeneratorServicer_to_server(
         make_servicer(pb, rpc, read_model(args.model_dir), args, metrics), server)
     health_rpc.add_HealthServicer_to_server(Health(), server)
-    port = server.add_insecure_port(args.listen)
+    if args.tls_cert:
+        with open(args.tls_key, "rb") as key, open(args.tls_cert, "rb") as cert:
+            credentials = grpc.ssl_server_credentials([(key.read(), cert.read())])
+        port = server.add_secure_port(args.listen, credentials)
+    else:
+        port = server.add_insecure_port(args.listen)
     if port == 0:
         sys.exit(f"fake_server: cannot listen on {args.listen}")
     if args.metrics_listen:

@@ -1,6 +1,7 @@
 // Fuzz target: arbitrary bytes as a serialized imagegen.v1.GenerateRequest, through what the
 // server does with a request before a worker sees it: protobuf parsing, ToJobRequest (model
-// lookup, defaults, init_image decoding, job id) and ValidateJobRequest.
+// lookup, defaults, enums, init_image decoding, job id) and ValidateJobRequest (what
+// Engine::Submit runs).
 //
 // Built two ways (tests/CMakeLists.txt): with libFuzzer in the clang AddressSanitizer build
 // (generate_request_fuzzer; a short run is a CTest, a long run is in docs/TESTING.md), and with
@@ -19,6 +20,7 @@
 
 #include "absl/time/time.h"
 #include "core/engine/engine.h"
+#include "core/math/sampler_registry.h"
 #include "core/model/model_config.h"
 #include "imagegen/v1/imagegen.pb.h"
 #include "server/request_mapper.h"
@@ -40,6 +42,10 @@ imagegen::Engine* MakeEngine() {
     std::abort();
   }
   config->has_vae_encoder = true;  // image to image is reachable
+  // What ModelBundle::Load finds for a plain scheduler config, without loading the weights:
+  // every sampler from 1 step, pndm from 4 (its Runge-Kutta warm-up).
+  config->num_train_timesteps = 1000;
+  for (const std::string& name : imagegen::SamplerNames()) config->samplers.push_back({name, name == "pndm" ? 4 : 1, ""});
   imagegen::Engine::Options options;
   options.limits.max_steps = 50;
   options.limits.max_images = 4;
@@ -69,20 +75,25 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   imagegen::v1::GenerateRequest request;
   if (!request.ParseFromArray(data, static_cast<int>(size))) return 0;
   const imagegen::ModelConfig& model = *engine->models().front();
-  auto job = imagegen::ToJobRequest(request, *engine, model.name, absl::InfiniteFuture());
+  auto job = imagegen::ToJobRequest(request, *engine, model.name, absl::InfiniteFuture(), /*with_previews=*/true);
   if (!job.ok()) {
     Require(!job.status().message().empty(), "a refusal without a message");
     return 0;
   }
   const imagegen::RequestLimits& limits = engine->limits();
-  Require(imagegen::ValidateJobRequest(*job, model, limits).ok(), "validation is not idempotent");
+  if (absl::Status valid = imagegen::ValidateJobRequest(*job, model, limits); !valid.ok()) {
+    Require(!valid.message().empty(), "a refusal without a message");
+    return 0;
+  }
   Require(job->width >= model.size_multiple && job->width <= limits.max_image_side, "width");
   Require(job->height >= model.size_multiple && job->height <= limits.max_image_side, "height");
   Require(job->width % model.size_multiple == 0 && job->height % model.size_multiple == 0, "size multiple");
   Require(int64_t{job->width} * job->height * job->num_images <= limits.max_pixels, "max_pixels");
-  Require(job->steps >= 1 && job->steps <= limits.max_steps, "steps");
+  Require(job->steps >= model.FindSampler(job->sampler)->min_steps && job->steps <= limits.max_steps, "steps");
+  Require(job->preview_every_n_steps >= 0 && job->preview_every_n_steps <= imagegen::StepsToRun(*job), "previews");
+  Require(job->output_quality >= 1 && job->output_quality <= 100, "quality");
   Require(job->num_images >= 1 && job->num_images <= limits.max_images, "num_images");
-  Require(static_cast<int>(job->prompt.size()) <= limits.max_prompt_chars, "prompt length");
+  Require(static_cast<int>(job->prompt.size()) <= 4 * limits.max_prompt_chars, "prompt length");
   Require(!job->job_id.empty() && job->job_id.size() <= 64, "job_id");
   if (!job->init_image.pixels.empty()) {
     Require(job->init_image.width == job->width && job->init_image.height == job->height, "init_image size");

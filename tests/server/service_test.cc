@@ -372,9 +372,11 @@ TEST_F(ImageGeneratorServiceTest, InvalidFieldsAreNamed) {
       {"job_id", [](auto& r) { r.set_job_id("has space"); }},
       {"job_id", [](auto& r) { r.set_job_id("../etc"); }},
       {"job_id", [](auto& r) { r.set_job_id(std::string(65, 'j')); }},
-      {"output_format", [](auto& r) { r.set_output_format(v1::IMAGE_FORMAT_JPEG); }},
-      {"preview.format", [](auto& r) { r.mutable_preview()->set_format(v1::IMAGE_FORMAT_WEBP); }},
-      {"preview.every_n_steps", [](auto& r) { r.mutable_preview()->set_every_n_steps(4); }},
+      {"output_format", [](auto& r) { r.set_output_format(static_cast<v1::ImageFormat>(7)); }},
+      {"preview.format", [](auto& r) { r.mutable_preview()->set_format(static_cast<v1::ImageFormat>(-1)); }},
+      {"preview.method", [](auto& r) { r.mutable_preview()->set_method(static_cast<v1::PreviewMethod>(7)); }},
+      {"quality", [](auto& r) { r.set_quality(101); }},
+      {"preview.quality", [](auto& r) { r.mutable_preview()->set_quality(1000); }},
       {"init_image", [](auto& r) { r.set_init_image("\x89PNG"); }},
       {"strength", [](auto& r) { r.set_strength(0.5f); }},
       {"priority", [](auto& r) { r.set_priority(101); }},
@@ -397,6 +399,130 @@ TEST_F(ImageGeneratorServiceTest, InvalidFieldsAreNamed) {
   EXPECT_FALSE(absl::StrContains(metrics, "sdxl"));
 }
 
+// ---- Formats, warnings, units and limits (issue 12) ----
+
+TEST_F(ImageGeneratorServiceTest, JpegAndWebpImagesAndPreviewsAreReturnedAsAsked) {
+  v1::GenerateRequest request = SmallRequest();
+  request.set_output_format(v1::IMAGE_FORMAT_JPEG);
+  request.set_quality(80);
+  request.mutable_preview()->set_every_n_steps(1);
+  request.mutable_preview()->set_format(v1::IMAGE_FORMAT_WEBP);
+  const StreamOutcome out = Generate(request);
+  ASSERT_TRUE(out.status.ok()) << out.status.error_message();
+  int previews = 0;
+  for (const v1::GenerateEvent& e : out.events) {
+    if (!e.has_progress()) continue;
+    for (const v1::Image& p : e.progress().previews()) {
+      ++previews;
+      EXPECT_EQ(p.format(), v1::IMAGE_FORMAT_WEBP);
+      EXPECT_EQ(p.data().substr(0, 4), "RIFF");
+      EXPECT_EQ(p.data().substr(8, 4), "WEBP");
+    }
+  }
+  EXPECT_GT(previews, 0);
+  const v1::GenerateResponse& result = out.events.back().result();
+  ASSERT_EQ(result.images_size(), 1);
+  EXPECT_EQ(result.images(0).format(), v1::IMAGE_FORMAT_JPEG);
+  auto decoded = DecodeImage(result.images(0).data());  // a real JPEG of the requested size
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  EXPECT_EQ(decoded->width, test::kTinySide);
+  EXPECT_EQ(decoded->height, test::kTinySide);
+  // The same seed as PNG: the JPEG is a close approximation of the same picture.
+  request.set_output_format(v1::IMAGE_FORMAT_PNG);
+  v1::GenerateResponse png;
+  ASSERT_TRUE(GenerateImages(request, &png).ok());
+  auto exact = DecodePng(png.images(0).data());
+  ASSERT_TRUE(exact.ok());
+  ASSERT_EQ(exact->pixels.size() * decoded->channels, decoded->pixels.size() * exact->channels);
+  double error = 0;
+  for (size_t i = 0; i < exact->pixels.size() && exact->channels == decoded->channels; ++i) {
+    error += std::abs(exact->pixels[i] - decoded->pixels[i]);
+  }
+  EXPECT_LT(error / exact->pixels.size(), 12.0);
+}
+
+TEST_F(ImageGeneratorServiceTest, WordsTheModelDoesNotKnowComeBackAsWarnings) {
+  v1::GenerateRequest request = SmallRequest();
+  request.set_prompt("a red dress");
+  request.set_negative_prompt("blurry");
+  v1::GenerateResponse response;
+  ASSERT_TRUE(GenerateImages(request, &response).ok());
+  const std::vector<std::string> warnings(response.warnings().begin(), response.warnings().end());
+  EXPECT_EQ(warnings, (std::vector<std::string>{
+                          "prompt: \"red\" is not in model tiny-random's vocabulary and was ignored",
+                          "negative_prompt: \"blurry\" is not in model tiny-random's vocabulary and was ignored"}));
+  request.set_prompt("a dress");
+  request.clear_negative_prompt();
+  ASSERT_TRUE(GenerateImages(request, &response).ok());
+  EXPECT_EQ(response.warnings_size(), 0);
+}
+
+// Progress counts denoising steps for every sampler: heun's two calls per step and pndm's
+// warm-up report `steps` steps, one Progress each, and previews come every N of those steps.
+TEST_F(ImageGeneratorServiceTest, ProgressCountsStepsForEverySampler) {
+  for (const char* sampler : {"heun", "pndm", "ddim"}) {
+    SCOPED_TRACE(sampler);
+    v1::GenerateRequest request = SmallRequest();
+    request.set_sampler(sampler);
+    request.set_steps(6);
+    request.mutable_preview()->set_every_n_steps(2);
+    auto context = NewContext();
+    auto reader = stub_->Generate(context.get(), request);
+    std::vector<int> steps, preview_steps;
+    v1::GenerateEvent event;
+    while (reader->Read(&event)) {
+      if (!event.has_progress() || event.progress().step() == 0) continue;
+      EXPECT_EQ(event.progress().total_steps(), 6u);
+      steps.push_back(static_cast<int>(event.progress().step()));
+      if (event.progress().previews_size() > 0) preview_steps.push_back(steps.back());
+    }
+    ASSERT_TRUE(reader->Finish().ok());
+    // A slow reader may miss steps (the newest replaces a pending one), never the last.
+    ASSERT_FALSE(steps.empty());
+    EXPECT_TRUE(std::is_sorted(steps.begin(), steps.end()));
+    EXPECT_EQ(steps.back(), 6);
+    for (int s : preview_steps) EXPECT_EQ(s % 2, 0) << "a preview at step " << s;
+  }
+  // The metric counts the same unit: 6 steps per job, not heun's 11 or pndm's 7 model calls.
+  EXPECT_EQ(SumSamples(ScrapeMetrics(), "imagegen_denoising_steps_total", {"model=\"tiny-random\""}), 18.0);
+}
+
+// GenerateImages sends no previews, so its job makes none (not even the cheap ones).
+TEST_F(ImageGeneratorServiceTest, GenerateImagesComputesNoPreviews) {
+  v1::GenerateRequest request = SmallRequest();
+  request.mutable_preview()->set_every_n_steps(1);
+  request.mutable_preview()->set_method(v1::PREVIEW_METHOD_VAE_DECODE);
+  v1::GenerateResponse response;
+  ASSERT_TRUE(GenerateImages(request, &response).ok());
+  const std::string metrics = ScrapeMetrics();
+  EXPECT_EQ(SumSamples(metrics, "imagegen_time_to_first_preview_seconds_count", {}).value_or(0.0), 0.0) << metrics;
+  ASSERT_TRUE(Generate(request).status.ok());
+  EXPECT_EQ(SumSamples(ScrapeMetrics(), "imagegen_time_to_first_preview_seconds_count", {}), 1.0);
+}
+
+TEST_F(ImageGeneratorServiceTest, ListModelsReportsWhatARequestMayAsk) {
+  auto context = NewContext();
+  v1::ListModelsResponse response;
+  ASSERT_TRUE(stub_->ListModels(context.get(), v1::ListModelsRequest(), &response).ok());
+  ASSERT_EQ(response.models_size(), 1);
+  const v1::ModelInfo& m = response.models(0);
+  const RequestLimits limits;
+  EXPECT_EQ(m.max_image_side(), static_cast<uint32_t>(limits.max_image_side));
+  EXPECT_EQ(m.max_images(), static_cast<uint32_t>(limits.max_images));
+  EXPECT_EQ(m.max_pixels(), static_cast<uint64_t>(limits.max_pixels));
+  EXPECT_EQ(m.max_steps(), static_cast<uint32_t>(limits.max_steps));
+  EXPECT_EQ(m.max_prompt_chars(), static_cast<uint32_t>(limits.max_prompt_chars));
+  // A request at the reported limits is accepted; one past them is not.
+  v1::GenerateRequest request = SmallRequest();
+  request.set_steps(m.max_steps());
+  request.set_sampler("euler");
+  request.set_guidance_scale(1);
+  v1::GenerateResponse result;
+  EXPECT_TRUE(GenerateImages(request, &result).ok());
+  request.set_steps(m.max_steps() + 1);
+  EXPECT_EQ(GenerateImages(request, &result).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+}
+
 TEST_F(ImageGeneratorServiceTest, InvalidRequestEndsTheStreamWithoutEvents) {
   v1::GenerateRequest request = SmallRequest();
   request.set_steps(100000);
@@ -404,6 +530,13 @@ TEST_F(ImageGeneratorServiceTest, InvalidRequestEndsTheStreamWithoutEvents) {
   EXPECT_EQ(out.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << out.status.error_message();
   EXPECT_TRUE(absl::StartsWith(out.status.error_message(), "steps ")) << out.status.error_message();
   EXPECT_TRUE(out.events.empty());
+  // Previews are the stream's: their interval is checked there (GenerateImages ignores it).
+  request = SmallRequest();
+  request.mutable_preview()->set_every_n_steps(4);
+  const StreamOutcome previews = Generate(request);
+  EXPECT_EQ(previews.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_TRUE(absl::StartsWith(previews.status.error_message(), "preview.every_n_steps "))
+      << previews.status.error_message();
 }
 
 TEST_F(ImageGeneratorServiceTest, PromptWithMoreTokensThanTheEncoderTakesIsAccepted) {

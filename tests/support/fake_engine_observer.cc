@@ -33,6 +33,21 @@ std::vector<int> FakeEngineObserver::model_call_rows() const {
   return rows_;
 }
 
+std::vector<int> FakeEngineObserver::model_call_steps() const {
+  absl::MutexLock lock(&mu_);
+  return steps_;
+}
+
+std::vector<std::string> FakeEngineObserver::preview_failures() const {
+  absl::MutexLock lock(&mu_);
+  return preview_failures_;
+}
+
+void FakeEngineObserver::OnPreviewFailed(const std::string&, const std::string& job_id, const absl::Status&) {
+  absl::MutexLock lock(&mu_);
+  preview_failures_.push_back(job_id);
+}
+
 void FakeEngineObserver::OnJobRejected(const std::string&) {
   absl::MutexLock lock(&mu_);
   ++rejected_;
@@ -43,9 +58,10 @@ void FakeEngineObserver::OnJobStarted(const std::string&, absl::Duration) {
   ++started_;
 }
 
-void FakeEngineObserver::OnModelCall(const std::string&, int rows, int, absl::Duration) {
+void FakeEngineObserver::OnModelCall(const std::string&, int rows, int job_steps, absl::Duration) {
   absl::MutexLock lock(&mu_);
   rows_.push_back(rows);
+  steps_.push_back(job_steps);
 }
 
 void FakeEngineObserver::OnFirstPreview(const std::string&, absl::Duration) {

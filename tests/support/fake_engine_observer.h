@@ -23,11 +23,16 @@ class FakeEngineObserver : public EngineObserver {
   int images_finished() const;  // the `images` of every OnJobFinished, summed
   // The `rows` of every OnModelCall, in order.
   std::vector<int> model_call_rows() const;
+  // The `job_steps` of every OnModelCall, in order.
+  std::vector<int> model_call_steps() const;
+  // The job ids of every OnPreviewFailed, in order.
+  std::vector<std::string> preview_failures() const;
 
   void OnJobRejected(const std::string& model) override;
   void OnJobStarted(const std::string& model, absl::Duration queue_time) override;
   void OnModelCall(const std::string& model, int rows, int job_steps, absl::Duration duration) override;
   void OnFirstPreview(const std::string& model, absl::Duration since_accepted) override;
+  void OnPreviewFailed(const std::string& model, const std::string& job_id, const absl::Status& status) override;
   void OnJobFinished(const std::string& model, JobOutcome outcome, absl::Duration total,
                      int images) override;
 
@@ -39,6 +44,8 @@ class FakeEngineObserver : public EngineObserver {
   int first_previews_ ABSL_GUARDED_BY(mu_) = 0;
   int images_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<int> rows_ ABSL_GUARDED_BY(mu_);
+  std::vector<int> steps_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> preview_failures_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace imagegen::test

@@ -9,6 +9,8 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "core/engine/clock.h"
+#include "core/engine/model_failure.h"
 #include "core/engine/pipeline.h"
 
 namespace imagegen::test {
@@ -22,27 +24,31 @@ class FakeClock : public Clock {
   absl::Time now_ = absl::FromUnixSeconds(1'000'000);
 };
 
-// A job that takes request.steps steps; rows as the engine counts them.
+// A job that takes request.steps steps of `calls_per_step` model calls each (2 as heun);
+// rows as the engine counts them. `steps` counts model calls made.
 class FakeJobState : public JobState {
  public:
-  explicit FakeJobState(const JobRequest& r)
-      : id(r.job_id), total(r.steps), row_count(r.guidance_scale != 1.0 ? 2 * r.num_images : r.num_images),
-        images(r.num_images) {}
-  bool done() const override { return steps >= total; }
-  int steps_done() const override { return steps; }
+  FakeJobState(const JobRequest& r, int calls_per_step)
+      : id(r.job_id), total(r.steps), per_step(calls_per_step),
+        row_count(r.guidance_scale != 1.0 ? 2 * r.num_images : r.num_images), images(r.num_images) {}
+  bool done() const override { return steps >= total * per_step; }
+  int steps_done() const override { return steps / per_step; }
   int total_steps() const override { return total; }
   int rows() const override { return row_count; }
+  std::vector<std::string> warnings() const override { return {absl::StrCat("fake warning for ", id)}; }
 
   std::string id;
-  int steps = 0;
+  int steps = 0;  // model calls
   int total;
+  int per_step;
   int row_count;
   int images;
 };
 
-// Records every call; throws from Step when a job in the batch has the id `poison_job_id`, and
-// from Start when a request's prompt is "throw start"; Start refuses a request whose prompt is
-// "fail start".
+// Records every call. Like the real pipeline, its "model calls" run through RunModelCall, and
+// fail by throwing there: Step when a job in the batch has the id `poison_job_id`, Start (the
+// whole call, as a text encoder) when a request's prompt is "throw start", Preview for the job
+// `broken_preview_job_id`. Start refuses a request whose prompt is "fail start".
 class FakePipeline : public Pipeline {
  public:
   std::vector<absl::StatusOr<std::unique_ptr<JobState>>> Start(
@@ -54,26 +60,34 @@ class FakePipeline : public Pipeline {
       if (r->prompt == "fail start") {
         out.push_back(absl::InvalidArgumentError("sampler refused"));
       } else {
-        out.push_back(std::make_unique<FakeJobState>(*r));
+        out.push_back(std::make_unique<FakeJobState>(*r, calls_per_step));
       }
     }
     starts.push_back(ids);
-    for (const JobRequest* r : requests) {
-      if (r->prompt == "throw start") throw std::runtime_error("fake text encoder failure");
+    absl::Status encoded = RunModelCall(requests.front()->model, [&] {
+      for (const JobRequest* r : requests) {
+        if (r->prompt == "throw start") throw std::runtime_error("fake text encoder failure");
+      }
+    });
+    if (!encoded.ok()) {
+      for (auto& entry : out) entry = encoded;
     }
     return out;
   }
 
-  int Step(const std::vector<JobState*>& batch) override {
+  absl::StatusOr<int> Step(const std::vector<JobState*>& batch) override {
     if (during_step) during_step();
     std::vector<std::string> ids;
     int rows = 0;
-    for (JobState* s : batch) {
-      auto* f = static_cast<FakeJobState*>(s);
-      if (f->id == poison_job_id) throw std::runtime_error("fake UNet failure");
-      ids.push_back(f->id);
-      rows += f->rows();
-    }
+    absl::Status status = RunModelCall("fake", [&] {
+      for (JobState* s : batch) {
+        auto* f = static_cast<FakeJobState*>(s);
+        if (f->id == poison_job_id) throw std::runtime_error("fake UNet failure");
+        ids.push_back(f->id);
+        rows += f->rows();
+      }
+    });
+    if (!status.ok()) return status;
     for (JobState* s : batch) ++static_cast<FakeJobState*>(s)->steps;
     calls.push_back(ids);
     call_rows.push_back(rows);
@@ -82,19 +96,23 @@ class FakePipeline : public Pipeline {
 
   absl::StatusOr<std::vector<EncodedImage>> Preview(JobState& job) override {
     auto& f = static_cast<FakeJobState&>(job);
-    return std::vector<EncodedImage>(f.images, EncodedImage{absl::StrCat("preview ", f.steps), 1, 1, 0, 0});
+    if (f.id == broken_preview_job_id) return absl::InternalError("fake preview encoder failure");
+    return std::vector<EncodedImage>(
+        f.images, EncodedImage{absl::StrCat("preview ", f.steps_done()), ImageFormat::kPng, 1, 1, 0, 0});
   }
 
   absl::StatusOr<std::vector<EncodedImage>> Finish(JobState& job) override {
     if (during_finish) during_finish();
     auto& f = static_cast<FakeJobState&>(job);
-    return std::vector<EncodedImage>(f.images, EncodedImage{"image", 1, 1, 0, 0});
+    return std::vector<EncodedImage>(f.images, EncodedImage{"image", ImageFormat::kPng, 1, 1, 0, 0});
   }
 
   std::vector<std::vector<std::string>> starts;  // job ids per Start call
   std::vector<std::vector<std::string>> calls;   // job ids per Step call
   std::vector<int> call_rows;
   std::string poison_job_id;
+  std::string broken_preview_job_id;
+  int calls_per_step = 1;  // of the jobs Start makes from now on
   // Run inside Step and Finish: what another thread does while the model runs.
   std::function<void()> during_step;
   std::function<void()> during_finish;

@@ -1,5 +1,7 @@
 #include "tests/support/test_bundle.h"
 
+#include "core/math/sampler_registry.h"
+
 namespace imagegen::test {
 
 std::string TestBundleDir() { return IMAGEGEN_TEST_BUNDLE_DIR; }
@@ -17,6 +19,9 @@ ModelConfig TinyModelConfig() {
   model.default_sampler = "ddim";
   model.default_steps = 30;
   model.default_guidance_scale = 3.0;
+  // As ModelBundle::Load finds for a plain scheduler config: every sampler, from 1 step.
+  model.num_train_timesteps = 1000;
+  for (const std::string& name : SamplerNames()) model.samplers.push_back({name, 1, ""});
   return model;
 }
 
