@@ -5,8 +5,9 @@
 // Prints a markdown table: the UNet's parameter count and time per call at each batch size (the
 // raw limit of the hardware), then the time for one whole image at the model's default settings
 // through the engine (text encoding, every step with guidance, VAE decode, PNG), the median of
-// --images runs. Timings drift 30-50% between runs on shared 2-core machines: compare numbers
-// from one run only.
+// --images runs, the engine's throughput under in-process loads, and what previews cost in each
+// encoding (bytes per preview, time per job; --preview_formats). Timings drift 30-50% between
+// runs on shared 2-core machines: compare numbers from one run only.
 #include <algorithm>
 #include <cstdlib>
 #include <cstdint>
@@ -38,6 +39,9 @@ ABSL_FLAG(std::string, engine_concurrency, "1,2,4,8,16",
           "Closed-loop in-process loads: jobs kept in flight in the engine (no network).");
 ABSL_FLAG(int, engine_requests, 48, "Jobs per in-process load (after 4 warm-up jobs).");
 ABSL_FLAG(std::string, batching, "step", "step or request (the engine's batching).");
+ABSL_FLAG(std::string, preview_formats, "png,jpeg,webp",
+          "Preview encodings to compare (bytes per preview, time per job); empty: skip.");
+ABSL_FLAG(int, preview_side, 128, "Image side of the preview comparison's jobs, in pixels.");
 
 namespace {
 
@@ -46,11 +50,16 @@ double Median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
-// Records the end of one job.
+// Records the end of one job, and the bytes and count of the previews it received.
 class WaitListener : public imagegen::JobListener {
  public:
   void OnAccepted(const std::string&, int) override {}
-  void OnProgress(imagegen::ProgressUpdate) override {}
+  void OnProgress(imagegen::ProgressUpdate update) override {
+    for (const imagegen::EncodedImage& p : update.previews) {
+      preview_bytes += static_cast<int64_t>(p.data.size());
+      ++previews;
+    }
+  }
   void OnResult(imagegen::JobResult) override { done.Notify(); }
   void OnError(absl::Status s) override {
     status = s;
@@ -58,6 +67,8 @@ class WaitListener : public imagegen::JobListener {
   }
   absl::Notification done;
   absl::Status status;
+  int64_t preview_bytes = 0;  // written by the engine before `done`
+  int previews = 0;
 };
 
 // The UNet's weights. A frozen module keeps them as graph constants rather than parameters:
@@ -180,6 +191,59 @@ int MeasureEngineLoads(imagegen::Engine& engine, const imagegen::ModelConfig& c)
   return 0;
 }
 
+// Previews on every step in each of --preview_formats at --preview_side pixels: what a stream
+// carries per preview image, and what encoding costs the job. Returns the exit status.
+int MeasurePreviewFormats(imagegen::Engine& engine, const imagegen::ModelConfig& c) {
+  const std::string formats = absl::GetFlag(FLAGS_preview_formats);
+  if (formats.empty()) return 0;
+  const int side = absl::GetFlag(FLAGS_preview_side);
+  std::cout << absl::StrFormat(
+      "\nPreviews on every step (latent approximation, %dx%d, %d steps), one job at a time:\n\n"
+      "| preview format | bytes per preview | vs PNG | ms per job (median of 3) |\n|---|---|---|---|\n",
+      side, side, c.default_steps);
+  double png_bytes = 0;
+  int next_id = 5000;
+  for (absl::string_view name : absl::StrSplit(formats, ',')) {
+    imagegen::ImageFormat format;
+    if (name == "png") {
+      format = imagegen::ImageFormat::kPng;
+    } else if (name == "jpeg") {
+      format = imagegen::ImageFormat::kJpeg;
+    } else if (name == "webp") {
+      format = imagegen::ImageFormat::kWebp;
+    } else {
+      std::cerr << "--preview_formats: \"" << name << "\"; allowed: png, jpeg, webp\n";
+      return 2;
+    }
+    std::vector<double> ms;
+    double bytes = 0;
+    for (int i = 0; i < 4; ++i) {  // the first warms up
+      imagegen::JobRequest r = DefaultRequest(c, next_id++);
+      r.width = r.height = side;
+      r.preview_every_n_steps = 1;
+      r.preview_format = format;
+      auto listener = std::make_shared<WaitListener>();
+      const absl::Time start = absl::Now();
+      if (auto st = engine.Submit(r, listener); !st.ok()) {
+        std::cerr << st << "\n";
+        return 1;
+      }
+      listener->done.WaitForNotification();
+      if (!listener->status.ok() || listener->previews == 0) {
+        std::cerr << "preview job failed: " << listener->status << "\n";
+        return 1;
+      }
+      if (i == 0) continue;
+      ms.push_back(absl::ToDoubleMilliseconds(absl::Now() - start));
+      bytes = static_cast<double>(listener->preview_bytes) / listener->previews;
+    }
+    if (format == imagegen::ImageFormat::kPng) png_bytes = bytes;
+    std::cout << absl::StrFormat("| %s | %.0f | %s | %.1f |\n", name, bytes,
+                                 png_bytes > 0 ? absl::StrFormat("%.2f", bytes / png_bytes) : "-", Median(ms));
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -210,5 +274,6 @@ int main(int argc, char** argv) {
     return 1;
   }
   if (const int status = MeasureOneImage(**engine, c); status != 0) return status;
-  return MeasureEngineLoads(**engine, c);
+  if (const int status = MeasureEngineLoads(**engine, c); status != 0) return status;
+  return MeasurePreviewFormats(**engine, c);
 }

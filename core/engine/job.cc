@@ -138,7 +138,7 @@ absl::Status ValidateJobRequest(const JobRequest& r, const ModelConfig& model,
 void JobEvents::RecordAccepted(std::string job_id, int queue_position) {
   absl::MutexLock lock(&mu_);
   if (ended_) return;
-  Event e{Event::kAccepted};
+  Event e(Event::kAccepted);
   e.job_id = std::move(job_id);
   e.queue_position = queue_position;
   pending_.push_back(std::move(e));
@@ -153,7 +153,7 @@ void JobEvents::RecordQueuePosition(int queue_position) {
       return;
     }
   }
-  Event e{Event::kQueuePosition};
+  Event e(Event::kQueuePosition);
   e.queue_position = queue_position;
   pending_.push_back(std::move(e));
 }
@@ -171,7 +171,7 @@ void JobEvents::RecordLeftQueue() {
 void JobEvents::RecordProgress(ProgressUpdate update) {
   absl::MutexLock lock(&mu_);
   if (ended_) return;
-  Event e{Event::kProgress};
+  Event e(Event::kProgress);
   e.progress = std::move(update);
   pending_.push_back(std::move(e));
 }
@@ -180,7 +180,7 @@ void JobEvents::RecordEnd(absl::Status status, std::optional<JobResult> result) 
   absl::MutexLock lock(&mu_);
   if (ended_) return;
   ended_ = true;
-  Event e{Event::kEnd};
+  Event e(Event::kEnd);
   e.status = std::move(status);
   e.result = std::move(result);
   pending_.push_back(std::move(e));

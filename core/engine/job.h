@@ -159,7 +159,9 @@ class JobEvents {
 
  private:
   struct Event {
-    enum Kind { kAccepted, kQueuePosition, kProgress, kEnd } kind;
+    enum Kind { kAccepted, kQueuePosition, kProgress, kEnd };
+    explicit Event(Kind k) : kind(k) {}
+    Kind kind;
     std::string job_id;
     int queue_position = 0;
     ProgressUpdate progress;

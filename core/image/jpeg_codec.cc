@@ -149,22 +149,7 @@ RasterImage DropAlpha(const RasterImage& image) {
 }  // namespace
 
 absl::StatusOr<std::string> EncodeJpeg(const RasterImage& image, int quality) {
-  if (quality < 1 || quality > 100) {
-    return absl::InvalidArgumentError(absl::StrCat("JPEG: quality is ", quality, "; allowed 1..100"));
-  }
-  if (image.channels < 1 || image.channels > 4) {
-    return absl::InvalidArgumentError(absl::StrCat("JPEG: channels is ", image.channels, "; allowed 1, 2, 3, 4"));
-  }
-  if (image.width <= 0 || image.height <= 0 ||
-      image.pixels.size() != static_cast<size_t>(image.width) * image.height * image.channels) {
-    return absl::InvalidArgumentError(absl::StrCat("JPEG: ", image.width, "x", image.height, "x",
-                                                   image.channels, " does not match ", image.pixels.size(),
-                                                   " bytes of pixels"));
-  }
-  if (image.width > JPEG_MAX_DIMENSION || image.height > JPEG_MAX_DIMENSION) {
-    return absl::InvalidArgumentError(absl::StrCat("JPEG: ", image.width, "x", image.height,
-                                                   " pixels; allowed at most ", JPEG_MAX_DIMENSION, " per side"));
-  }
+  if (absl::Status s = CheckLossyEncodable("JPEG", image, quality, JPEG_MAX_DIMENSION); !s.ok()) return s;
   std::string out;
   const bool has_alpha = image.channels == 2 || image.channels == 4;
   if (std::string error = has_alpha ? WriteJpeg(DropAlpha(image), quality, &out) : WriteJpeg(image, quality, &out);

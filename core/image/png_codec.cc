@@ -88,4 +88,24 @@ absl::StatusOr<RasterImage> DecodePng(absl::string_view data, const DecodeLimits
   return out;
 }
 
+absl::Status CheckLossyEncodable(absl::string_view format, const RasterImage& image, int quality, int max_side) {
+  if (quality < 1 || quality > 100) {
+    return absl::InvalidArgumentError(absl::StrCat(format, ": quality is ", quality, "; allowed 1..100"));
+  }
+  if (image.channels < 1 || image.channels > 4) {
+    return absl::InvalidArgumentError(absl::StrCat(format, ": channels is ", image.channels, "; allowed 1, 2, 3, 4"));
+  }
+  if (image.width <= 0 || image.height <= 0 ||
+      image.pixels.size() != static_cast<size_t>(image.width) * image.height * image.channels) {
+    return absl::InvalidArgumentError(absl::StrCat(format, ": ", image.width, "x", image.height, "x",
+                                                   image.channels, " does not match ", image.pixels.size(),
+                                                   " bytes of pixels"));
+  }
+  if (image.width > max_side || image.height > max_side) {
+    return absl::InvalidArgumentError(absl::StrCat(format, ": ", image.width, "x", image.height,
+                                                   " pixels; allowed at most ", max_side, " per side"));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace imagegen

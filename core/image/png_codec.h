@@ -19,6 +19,11 @@ struct RasterImage {
   std::vector<uint8_t> pixels;  // height * width * channels
 };
 
+// The lossy encoders' shared check of their input: OK when `image` has 1 to 4 channels, pixels
+// matching its size, sides of at most `max_side`, and `quality` is 1..100; otherwise
+// INVALID_ARGUMENT that starts with `format` ("JPEG", "WebP") and names the value.
+absl::Status CheckLossyEncodable(absl::string_view format, const RasterImage& image, int quality, int max_side);
+
 // INVALID_ARGUMENT for a size/channel mismatch; INTERNAL if libpng fails. Thread-safe.
 absl::StatusOr<std::string> EncodePng(const RasterImage& image);
 

@@ -34,22 +34,7 @@ struct WebPDeleter {
 }  // namespace
 
 absl::StatusOr<std::string> EncodeWebp(const RasterImage& image, int quality) {
-  if (quality < 1 || quality > 100) {
-    return absl::InvalidArgumentError(absl::StrCat("WebP: quality is ", quality, "; allowed 1..100"));
-  }
-  if (image.channels < 1 || image.channels > 4) {
-    return absl::InvalidArgumentError(absl::StrCat("WebP: channels is ", image.channels, "; allowed 1, 2, 3, 4"));
-  }
-  if (image.width <= 0 || image.height <= 0 ||
-      image.pixels.size() != static_cast<size_t>(image.width) * image.height * image.channels) {
-    return absl::InvalidArgumentError(absl::StrCat("WebP: ", image.width, "x", image.height, "x",
-                                                   image.channels, " does not match ", image.pixels.size(),
-                                                   " bytes of pixels"));
-  }
-  if (image.width > WEBP_MAX_DIMENSION || image.height > WEBP_MAX_DIMENSION) {
-    return absl::InvalidArgumentError(absl::StrCat("WebP: ", image.width, "x", image.height,
-                                                   " pixels; allowed at most ", WEBP_MAX_DIMENSION, " per side"));
-  }
+  if (absl::Status s = CheckLossyEncodable("WebP", image, quality, WEBP_MAX_DIMENSION); !s.ok()) return s;
   std::vector<uint8_t> expanded;
   const uint8_t* pixels = image.pixels.data();
   int channels = image.channels;

@@ -185,15 +185,9 @@ std::vector<double> CosineBetas(int n) {
   return betas;
 }
 
-}  // namespace
-
-absl::StatusOr<SchedulerConfig> SchedulerConfig::FromJson(absl::string_view json_text,
-                                                          absl::string_view source) {
-  json j = json::parse(QuoteNonFiniteNumbers(json_text), nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) return absl::InvalidArgumentError(absl::StrCat(source, ": not valid JSON"));
-  if (!j.is_object()) return absl::InvalidArgumentError(absl::StrCat(source, ": must be a JSON object"));
-
-  SchedulerConfig c;
+// The keys imagegen implements, into `config`; the first error.
+absl::Status ReadKeys(const json& j, absl::string_view source, SchedulerConfig* config) {
+  SchedulerConfig& c = *config;
   absl::Status s;
   auto check = [&](absl::Status st) {
     if (s.ok() && !st.ok()) s = st;
@@ -248,7 +242,15 @@ absl::StatusOr<SchedulerConfig> SchedulerConfig::FromJson(absl::string_view json
   check(Read(j, source, "predict_x0", &c.predict_x0));
   check(ReadIntList(j, source, "disable_corrector", &c.disable_corrector));
 
-  // Keys that switch on what imagegen does not implement.
+  return s;
+}
+
+// Keys that switch on what imagegen does not implement: an error naming the key and value.
+absl::Status RefuseUnimplemented(const json& j, absl::string_view source) {
+  absl::Status s;
+  auto check = [&](absl::Status st) {
+    if (s.ok() && !st.ok()) s = st;
+  };
   for (const char* key : {"thresholding", "rescale_betas_zero_snr", "use_lu_lambdas",
                           "use_exponential_sigmas", "use_beta_sigmas", "use_flow_sigmas",
                           "use_dynamic_shifting"}) {
@@ -260,8 +262,11 @@ absl::StatusOr<SchedulerConfig> SchedulerConfig::FromJson(absl::string_view json
   if (auto it = j.find("solver_p"); it != j.end() && !it->is_null()) {
     check(Unsupported(source, "solver_p", *it, "null"));
   }
-  if (!s.ok()) return s;
+  return s;
+}
 
+// The values' ranges, and their agreement with each other.
+absl::Status CheckRanges(const SchedulerConfig& c, absl::string_view source) {
   if (c.num_train_timesteps < 2 || c.num_train_timesteps > 100000) {
     return KeyError(source, "num_train_timesteps",
                     absl::StrCat("is ", c.num_train_timesteps, "; allowed 2..100000"));
@@ -304,6 +309,20 @@ absl::StatusOr<SchedulerConfig> SchedulerConfig::FromJson(absl::string_view json
   if (std::isnan(c.lambda_min_clipped)) {
     return KeyError(source, "lambda_min_clipped", "is NaN; must be a number or -Infinity");
   }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<SchedulerConfig> SchedulerConfig::FromJson(absl::string_view json_text,
+                                                          absl::string_view source) {
+  json j = json::parse(QuoteNonFiniteNumbers(json_text), nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return absl::InvalidArgumentError(absl::StrCat(source, ": not valid JSON"));
+  if (!j.is_object()) return absl::InvalidArgumentError(absl::StrCat(source, ": must be a JSON object"));
+  SchedulerConfig c;
+  if (absl::Status s = ReadKeys(j, source, &c); !s.ok()) return s;
+  if (absl::Status s = RefuseUnimplemented(j, source); !s.ok()) return s;
+  if (absl::Status s = CheckRanges(c, source); !s.ok()) return s;
   return c;
 }
 

@@ -366,8 +366,9 @@ TEST_F(StepSchedulerTest, TheResultCarriesWhatRanAndTheWarnings) {
   jobs_["a"]->request.sampler = "heun";
   scheduler_->Tick();
   scheduler_->Tick();
-  ASSERT_TRUE(a->result().has_value());
-  const JobResult& r = *a->result();
+  const std::optional<JobResult> result = a->result();
+  ASSERT_TRUE(result.has_value());
+  const JobResult& r = *result;
   EXPECT_EQ(r.model, "m");
   EXPECT_EQ(r.sampler, "heun");
   EXPECT_EQ(r.steps, 2);

@@ -28,30 +28,7 @@ command -v openssl >/dev/null || fail "openssl is not installed (Debian package 
 [[ -f $BUNDLE_DIR/model.json ]] || fail "no model bundle in $BUNDLE_DIR (ctest runs export_test_bundle first)"
 
 step "certificates: a CA and a server certificate for localhost and 127.0.0.1"
-cat >"$TMP/openssl.cnf" <<'EOF'
-[req]
-distinguished_name = dn
-prompt = no
-[dn]
-CN = unused
-[ca_ext]
-basicConstraints = critical,CA:TRUE
-keyUsage = critical,keyCertSign,cRLSign
-[server_ext]
-basicConstraints = CA:FALSE
-keyUsage = critical,digitalSignature
-extendedKeyUsage = serverAuth
-subjectAltName = DNS:localhost,IP:127.0.0.1
-EOF
-newkey=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
-{
-  openssl req -x509 "${newkey[@]}" -days 2 -subj /CN=imagegen-e2e-ca -config "$TMP/openssl.cnf" \
-    -extensions ca_ext -keyout "$TMP/ca.key" -out "$TMP/ca.pem" &&
-    openssl req -new "${newkey[@]}" -subj /CN=localhost -config "$TMP/openssl.cnf" \
-      -keyout "$TMP/server.key" -out "$TMP/server.csr" &&
-    openssl x509 -req -days 2 -set_serial 2 -in "$TMP/server.csr" -CA "$TMP/ca.pem" -CAkey "$TMP/ca.key" \
-      -extfile "$TMP/openssl.cnf" -extensions server_ext -out "$TMP/server.pem"
-} >"$TMP/openssl.log" 2>&1 || { cat "$TMP/openssl.log" >&2; fail "openssl could not make the certificates"; }
+"$REPO_ROOT/tests/e2e/make_certs.sh" "$TMP" imagegen-e2e-ca || { cat "$TMP/openssl.log" >&2; fail "openssl could not make the certificates"; }
 
 TOKEN=e2e-$RANDOM$RANDOM-token-for-the-web-front-end
 printf '# imagegen e2e tokens\n\n%s\nsecond-token-of-another-service\n' "$TOKEN" >"$TMP/tokens.txt"

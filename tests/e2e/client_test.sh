@@ -230,30 +230,7 @@ if ! command -v openssl >/dev/null; then
   echo "client_test: PASS"
   exit 0
 fi
-cat >"$TMP/openssl.cnf" <<'EOF'
-[req]
-distinguished_name = dn
-prompt = no
-[dn]
-CN = unused
-[ca_ext]
-basicConstraints = critical,CA:TRUE
-keyUsage = critical,keyCertSign,cRLSign
-[server_ext]
-basicConstraints = CA:FALSE
-keyUsage = critical,digitalSignature
-extendedKeyUsage = serverAuth
-subjectAltName = DNS:localhost,IP:127.0.0.1
-EOF
-newkey=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
-{
-  openssl req -x509 "${newkey[@]}" -days 2 -subj /CN=imagegen-client-test-ca \
-    -config "$TMP/openssl.cnf" -extensions ca_ext -keyout "$TMP/ca.key" -out "$TMP/ca.pem" &&
-    openssl req -new "${newkey[@]}" -subj /CN=localhost -config "$TMP/openssl.cnf" \
-      -keyout "$TMP/server.key" -out "$TMP/server.csr" &&
-    openssl x509 -req -days 2 -set_serial 2 -in "$TMP/server.csr" -CA "$TMP/ca.pem" \
-      -CAkey "$TMP/ca.key" -extfile "$TMP/openssl.cnf" -extensions server_ext -out "$TMP/server.pem"
-} >"$TMP/openssl.log" 2>&1 || fail "openssl could not make the certificates: $(cat "$TMP/openssl.log")"
+"$REPO_ROOT/tests/e2e/make_certs.sh" "$TMP" imagegen-client-test-ca || fail "openssl could not make the certificates: $(cat "$TMP/openssl.log")"
 TOKEN=client-test-$RANDOM$RANDOM
 printf '# tokens\n%s\n' "$TOKEN" >"$TMP/tokens.txt"
 printf '%s\n' "$TOKEN" >"$TMP/token.txt"
