@@ -42,6 +42,8 @@ ABSL_FLAG(std::string, batching, "step", "step or request (the engine's batching
 ABSL_FLAG(std::string, preview_formats, "png,jpeg,webp",
           "Preview encodings to compare (bytes per preview, time per job); empty: skip.");
 ABSL_FLAG(int, preview_side, 128, "Image side of the preview comparison's jobs, in pixels.");
+ABSL_FLAG(bool, preview_vae_decode, false,
+          "The preview comparison's previews by the VAE decoder instead of the latent approximation.");
 
 namespace {
 
@@ -198,9 +200,10 @@ int MeasurePreviewFormats(imagegen::Engine& engine, const imagegen::ModelConfig&
   if (formats.empty()) return 0;
   const int side = absl::GetFlag(FLAGS_preview_side);
   std::cout << absl::StrFormat(
-      "\nPreviews on every step (latent approximation, %dx%d, %d steps), one job at a time:\n\n"
+      "\nPreviews on every step (%s, %dx%d, %d steps), one job at a time:\n\n"
       "| preview format | bytes per preview | vs PNG | ms per job (median of 3) |\n|---|---|---|---|\n",
-      side, side, c.default_steps);
+      absl::GetFlag(FLAGS_preview_vae_decode) ? "VAE decoder" : "latent approximation", side, side,
+      c.default_steps);
   double png_bytes = 0;
   int next_id = 5000;
   for (absl::string_view name : absl::StrSplit(formats, ',')) {
@@ -222,6 +225,7 @@ int MeasurePreviewFormats(imagegen::Engine& engine, const imagegen::ModelConfig&
       r.width = r.height = side;
       r.preview_every_n_steps = 1;
       r.preview_format = format;
+      r.preview_vae_decode = absl::GetFlag(FLAGS_preview_vae_decode);
       auto listener = std::make_shared<WaitListener>();
       const absl::Time start = absl::Now();
       if (auto st = engine.Submit(r, listener); !st.ok()) {

@@ -137,12 +137,16 @@ std::string FormatSeconds(double seconds) {
 
 std::string FormatModelsTable(const imagegen::v1::ListModelsResponse& response) {
   std::vector<std::vector<std::string>> rows = {
-      {"", "NAME", "SIZE", "SAMPLER", "STEPS", "GUIDANCE", "SAMPLERS", "DESCRIPTION"}};
+      {"", "NAME", "SIZE", "SAMPLER", "STEPS", "GUIDANCE", "MAX SIDE/IMAGES/STEPS", "SAMPLERS", "DESCRIPTION"}};
   for (const imagegen::v1::ModelInfo& model : response.models()) {
+    // A server from before ModelInfo carried its limits sends zeros: "-".
+    const std::string limits = model.max_image_side() == 0 ? "-"
+                                                            : absl::StrCat(model.max_image_side(), "/", model.max_images(),
+                                                                           "/", model.max_steps());
     rows.push_back({model.is_default() ? "*" : "", model.name(),
                     absl::StrCat(model.default_width(), "x", model.default_height()),
                     model.default_sampler(), absl::StrCat(model.default_steps()),
-                    absl::StrFormat("%g", model.default_guidance_scale()),
+                    absl::StrFormat("%g", model.default_guidance_scale()), limits,
                     absl::StrJoin(model.samplers(), ","), model.description()});
   }
   std::vector<size_t> widths(rows[0].size(), 0);

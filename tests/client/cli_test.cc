@@ -163,14 +163,17 @@ TEST(FormatModelsTable, MarksTheDefaultAndAlignsColumns) {
   a->add_samplers("ddpm");
   a->add_samplers("ddim");
   a->set_is_default(true);
+  a->set_max_image_side(256);
+  a->set_max_images(8);
+  a->set_max_steps(200);
   auto* b = response.add_models();
   b->set_name("tiny-random");
   b->set_default_width(16);
   b->set_default_height(16);
   EXPECT_EQ(FormatModelsTable(response),
-            "   NAME         SIZE   SAMPLER  STEPS  GUIDANCE  SAMPLERS   DESCRIPTION\n"
-            "*  fashion      32x32  ddim     50     3         ddpm,ddim\n"
-            "   tiny-random  16x16           0      0\n");
+            "   NAME         SIZE   SAMPLER  STEPS  GUIDANCE  MAX SIDE/IMAGES/STEPS  SAMPLERS   DESCRIPTION\n"
+            "*  fashion      32x32  ddim     50     3         256/8/200              ddpm,ddim\n"
+            "   tiny-random  16x16           0      0         -\n");
 }
 
 TEST(FormatModelsTable, SaysWhenThereAreNoModels) {
