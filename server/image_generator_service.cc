@@ -381,7 +381,7 @@ grpc::ServerUnaryReactor* ImageGeneratorService::ListModels(grpc::CallbackServer
     for (const std::string& s : m->SupportedSamplers()) info->add_samplers(s);
     info->set_is_default(m->name == default_model_);
     info->set_max_prompt_tokens(m->max_length);
-    const RequestLimits& limits = engine->limits();
+    const RequestLimits limits = engine->LimitsFor(*m);
     info->set_max_image_side(limits.max_image_side);
     info->set_max_images(limits.max_images);
     info->set_max_pixels(limits.max_pixels);

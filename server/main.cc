@@ -53,9 +53,11 @@ ABSL_FLAG(int, max_images, imagegen::RequestLimits{}.max_images, "Largest num_im
 ABSL_FLAG(int, max_prompt_chars, imagegen::RequestLimits{}.max_prompt_chars,
           "Longest prompt (and negative prompt), in characters (Unicode code points of its UTF-8).");
 ABSL_FLAG(int, max_image_side, imagegen::RequestLimits{}.max_image_side,
-          "Largest width or height, in pixels (also of an init_image).");
+          "Largest width or height, in pixels (also of an init_image). 0: per model, the larger of 256 and 1.5 "
+          "times the model's default side (768 for Stable Diffusion 1.x, 1152 for 2.x at 768).");
 ABSL_FLAG(int64_t, max_pixels, imagegen::RequestLimits{}.max_pixels,
-          "Most pixels one request may make in all (width x height x num_images).");
+          "Most pixels one request may make in all (width x height x num_images). 0: per model, the larger of "
+          "4 x 256 x 256 and one image of the model's largest side.");
 ABSL_FLAG(int, max_init_image_bytes, imagegen::RequestLimits{}.max_init_image_bytes, "Largest encoded init_image (PNG or JPEG), in bytes.");
 ABSL_FLAG(int, max_message_bytes, imagegen::ServerOptions{}.max_message_bytes,
           "Largest request message the gRPC port accepts, in bytes; larger ones get RESOURCE_EXHAUSTED.");

@@ -61,7 +61,7 @@ absl::StatusOr<JobRequest> ToJobRequest(const v1::GenerateRequest& in, const Eng
                                                    "; allowed: PREVIEW_METHOD_LATENT_APPROX, PREVIEW_METHOD_VAE_DECODE"));
   }
   if (!in.init_image().empty()) {
-    const RequestLimits& limits = engine.limits();
+    const RequestLimits limits = engine.LimitsFor(*model);
     if (in.init_image().size() > static_cast<size_t>(limits.max_init_image_bytes)) {
       return absl::InvalidArgumentError(absl::StrCat("init_image is ", in.init_image().size(),
                                                      " bytes; allowed: at most ", limits.max_init_image_bytes));

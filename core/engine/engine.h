@@ -79,7 +79,10 @@ class Engine {
   std::vector<const ModelConfig*> models() const;
   // nullptr when no model has that name.
   const ModelConfig* FindModel(const std::string& name) const;
+  // The server's limits, as configured (0: per model).
   const RequestLimits& limits() const { return options_.limits; }
+  // What a request for `model` may ask (ResolveLimits).
+  RequestLimits LimitsFor(const ModelConfig& model) const { return ResolveLimits(options_.limits, model); }
 
   // Queues a job. On OK the engine shares ownership of `listener`, which hears OnAccepted before
   // any other event (JobEvents, job.h) and will hear exactly one OnResult or OnError. Otherwise

@@ -42,9 +42,10 @@ at::Tensor ImageToModelInput(const RasterImage& image, int channels) {
   return (t / 127.5 - 1.0).contiguous();
 }
 
-Generation::Generation(ModelBundle* model, const JobRequest& request)
+Generation::Generation(ModelBundle* model, const JobRequest& request, std::unique_ptr<NoiseSource> noise)
     : model_(model),
-      noise_(request.seed, request.num_images, model->device()),
+      noise_(noise ? std::move(noise)
+                   : std::make_unique<PerImageNoise>(request.seed, request.num_images, model->device())),
       guidance_scale_(request.guidance_scale),
       num_images_(request.num_images),
       seed_(request.seed),
@@ -56,13 +57,15 @@ Generation::Generation(ModelBundle* model, const JobRequest& request)
       width_(request.width),
       height_(request.height) {}
 
-absl::StatusOr<std::unique_ptr<Generation>> Generation::Start(ModelBundle* model,
-                                                              const JobRequest& request) {
-  return std::move(StartBatch(model, {&request}).front());
+absl::StatusOr<std::unique_ptr<Generation>> Generation::Start(ModelBundle* model, const JobRequest& request,
+                                                              std::unique_ptr<NoiseSource> noise) {
+  NoiseFactory make_noise;
+  if (noise) make_noise = [&noise](const JobRequest&) { return std::move(noise); };
+  return std::move(StartBatch(model, {&request}, make_noise).front());
 }
 
 std::vector<absl::StatusOr<std::unique_ptr<Generation>>> Generation::StartBatch(
-    ModelBundle* model, const std::vector<const JobRequest*>& requests) {
+    ModelBundle* model, const std::vector<const JobRequest*>& requests, const NoiseFactory& make_noise) {
   const ModelConfig& c = model->config();
   std::vector<absl::StatusOr<std::unique_ptr<Generation>>> out;
   std::vector<Generation*> started;
@@ -73,7 +76,7 @@ std::vector<absl::StatusOr<std::unique_ptr<Generation>>> Generation::StartBatch(
       out.push_back(sampler.status());
       continue;
     }
-    std::unique_ptr<Generation> g(new Generation(model, *request));
+    std::unique_ptr<Generation> g(new Generation(model, *request, make_noise ? make_noise(*request) : nullptr));
     g->sampler_ = *std::move(sampler);
     // The conditional prompt, and for guidance the negative (unconditional) one.
     TokenizedText cond = model->tokenizer().Tokenize(request->prompt);
@@ -127,7 +130,7 @@ void Generation::InitLatents(const JobRequest& request) {
   const int64_t w = request.width / c.downsampling_factor;
   const std::vector<int64_t> shape = {request.num_images, c.latent_channels, h, w};
   if (request.init_image.pixels.empty()) {
-    latents_ = noise_.Draw(shape) * sampler_->init_noise_sigma();
+    latents_ = noise_->Draw(shape) * sampler_->init_noise_sigma();
     return;
   }
   // Image to image (diffusers' img2img): encode, skip the first steps, and noise the latent to
@@ -136,7 +139,7 @@ void Generation::InitLatents(const JobRequest& request) {
   at::Tensor x0 = model_->vae_encoder().forward({image}).toTensor() * c.scaling_factor;
   x0 = x0.expand(shape).contiguous();
   sampler_->StartAtStep(Sampler::ImageToImageStartStep(request.steps, request.strength));
-  latents_ = sampler_->AddNoise(x0, noise_.Draw(shape));
+  latents_ = sampler_->AddNoise(x0, noise_->Draw(shape));
 }
 
 int Generation::DenoiseStep(const std::vector<Generation*>& batch) {
@@ -160,7 +163,7 @@ int Generation::DenoiseStep(const std::vector<Generation*>& batch) {
       model_output = ApplyGuidance(model_output, uncond, g->guidance_scale_);
     }
     row += g->rows();
-    g->latents_ = g->sampler_->Step(model_output, g->latents_, g->noise_);
+    g->latents_ = g->sampler_->Step(model_output, g->latents_, *g->noise_);
   }
   return static_cast<int>(row);
 }

@@ -3,6 +3,7 @@
 #ifndef IMAGEGEN_CORE_ENGINE_GENERATION_H_
 #define IMAGEGEN_CORE_ENGINE_GENERATION_H_
 
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -42,12 +43,16 @@ class Generation : public JobState {
   // Tokenizes and encodes the prompt (and the negative prompt for guidance) in one text encoder
   // call, and draws the initial latents. A request the sampler refuses (which validation at
   // admission rules out) is INVALID_ARGUMENT; a failing model call its ModelFailure.
-  static absl::StatusOr<std::unique_ptr<Generation>> Start(ModelBundle* model, const JobRequest& request);
+  // `noise`, when given, replaces the per-image generators (PerImageNoise): tests replay the
+  // latents and noise a reference run drew.
+  static absl::StatusOr<std::unique_ptr<Generation>> Start(ModelBundle* model, const JobRequest& request,
+                                                           std::unique_ptr<NoiseSource> noise = nullptr);
   // The same for several jobs of one model, with the text of all of them in one text encoder
   // call. One entry per request, in order. A failing text encoder fails every job of the call;
   // a failing image-to-image encode only its own job. Never throws.
+  using NoiseFactory = std::function<std::unique_ptr<NoiseSource>(const JobRequest&)>;
   static std::vector<absl::StatusOr<std::unique_ptr<Generation>>> StartBatch(
-      ModelBundle* model, const std::vector<const JobRequest*>& requests);
+      ModelBundle* model, const std::vector<const JobRequest*>& requests, const NoiseFactory& make_noise = {});
 
   // One denoising step for every generation in `batch`, all of the same model and latent shape:
   // one UNet call over all their rows with a per-row timestep, classifier-free guidance per job,
@@ -73,7 +78,7 @@ class Generation : public JobState {
   absl::StatusOr<std::vector<EncodedImage>> Decode() const;
 
  private:
-  Generation(ModelBundle* model, const JobRequest& request);
+  Generation(ModelBundle* model, const JobRequest& request, std::unique_ptr<NoiseSource> noise);
   // Draws (or, for image to image, encodes and noises) the initial latents.
   void InitLatents(const JobRequest& request);
   bool guided() const { return guidance_scale_ != 1.0; }
@@ -82,7 +87,7 @@ class Generation : public JobState {
 
   ModelBundle* model_;  // Not owned.
   std::unique_ptr<Sampler> sampler_;
-  PerImageNoise noise_;
+  std::unique_ptr<NoiseSource> noise_;  // PerImageNoise unless a test gave another
   double guidance_scale_;
   int num_images_;
   uint64_t seed_;

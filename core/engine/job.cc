@@ -71,13 +71,27 @@ absl::Status CheckSamplerAndSteps(const JobRequest& r, const ModelConfig& model,
 
 }  // namespace
 
+RequestLimits ResolveLimits(const RequestLimits& server, const ModelConfig& model) {
+  RequestLimits limits = server;
+  if (limits.max_image_side <= 0) {
+    const int multiple = std::max(model.size_multiple, 1);
+    const int side = std::max(model.default_width, model.default_height) * 3 / 2 / multiple * multiple;
+    limits.max_image_side = std::max(kSmallModelMaxSide, side);
+  }
+  if (limits.max_pixels <= 0) {
+    limits.max_pixels = std::max(kSmallModelMaxPixels, int64_t{limits.max_image_side} * limits.max_image_side);
+  }
+  return limits;
+}
+
 int StepsToRun(const JobRequest& r) {
   if (r.init_image.pixels.empty()) return r.steps;
   return r.steps - ImageToImageStartStep(r.steps, r.strength);
 }
 
 absl::Status ValidateJobRequest(const JobRequest& r, const ModelConfig& model,
-                                const RequestLimits& limits) {
+                                const RequestLimits& server_limits) {
+  const RequestLimits limits = ResolveLimits(server_limits, model);
   if (auto s = CheckPromptLength("prompt", r.prompt, limits); !s.ok()) return s;
   if (auto s = CheckPromptLength("negative_prompt", r.negative_prompt, limits); !s.ok()) return s;
   if (absl::StripAsciiWhitespace(r.prompt).empty() && r.guidance_scale != 1.0) {

@@ -61,25 +61,37 @@ struct JobRequest {
 // min(int(steps * strength), steps) of them. The one unit of progress (Sampler::steps_done).
 int StepsToRun(const JobRequest& request);
 
-// Limits a server places on requests, on top of what each model allows.
+// Limits a server places on requests, on top of what each model allows. A size limit of 0 means
+// "per model" (ResolveLimits).
 struct RequestLimits {
   int max_steps = 200;
   int max_images = 8;
   int max_prompt_chars = 1000;
-  // Safe for the embedded 32x32 model on a CPU: one 256x256 image peaks at ~0.8 GB and about a
-  // second a step here, while a 512x512 one took 4.6 GB and minutes a step (the soak found it).
-  // Servers of larger models on GPUs raise them (README, "Server flags").
-  int max_image_side = 256;  // pixels, per side
-  // Pixels a request makes in all: width * height * num_images. Bounds a job's memory.
-  int64_t max_pixels = int64_t{4} * 256 * 256;
+  // Pixels per side; 0: per model, the larger of kSmallModelMaxSide and 1.5 times the model's
+  // default side (rounded down to its size_multiple), so Stable Diffusion 1.x (512) takes up to
+  // 768 and the embedded 32x32 model 256. 256 is safe for the embedded model on a CPU: one
+  // 256x256 image peaks at ~0.8 GB and about a second a step there, while a 512x512 one took
+  // 4.6 GB and minutes a step (the soak found it).
+  int max_image_side = 0;
+  // Pixels a request makes in all: width * height * num_images. Bounds a job's memory. 0: per
+  // model, the larger of 4 x 256 x 256 and one image of the model's largest side.
+  int64_t max_pixels = 0;
   int max_init_image_bytes = 4 << 20;  // the encoded init_image, checked before decoding
 };
+
+// The floors of the per-model size limits (RequestLimits, 0).
+inline constexpr int kSmallModelMaxSide = 256;
+inline constexpr int64_t kSmallModelMaxPixels = int64_t{4} * 256 * 256;
+
+// `server` with its per-model (0) size limits resolved for `model`: what a request for `model`
+// may ask on this server.
+RequestLimits ResolveLimits(const RequestLimits& server, const ModelConfig& model);
 
 // INVALID_ARGUMENT naming the first field outside what `model` and `limits` allow, with its
 // value and the allowed range; OK otherwise. Field names are those of the public API. The one
 // check of a request: what it accepts, the worker runs (sampler and steps against what the
 // model's scheduler config supports, ModelConfig::samplers), so nothing accepted fails
-// validation later.
+// validation later. `limits` is resolved here (ResolveLimits).
 absl::Status ValidateJobRequest(const JobRequest& request, const ModelConfig& model,
                                 const RequestLimits& limits);
 

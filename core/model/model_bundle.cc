@@ -4,9 +4,12 @@
 #include <fstream>
 #include <sstream>
 
+#include <torch/version.h>
+
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "core/math/samplers.h"
 
@@ -67,6 +70,28 @@ std::vector<ModelConfig::SamplerSupport> SamplerSupportOf(const NoiseSchedule& s
   return out;
 }
 
+// TorchScript written by a newer torch than this LibTorch may use operators or a file format it
+// does not know: refuse it at load, saying so, instead of failing inside torch::jit::load or,
+// worse, in the middle of a client's job.
+absl::Status CheckExportedWith(const std::string& version, const std::string& model_json) {
+  if (version.empty()) return absl::OkStatus();
+  int major = 0, minor = 0;
+  const std::vector<std::string> parts = absl::StrSplit(version, absl::MaxSplits('.', 2));
+  if (parts.size() < 2 || !absl::SimpleAtoi(parts[0], &major) ||
+      !absl::SimpleAtoi(parts[1].substr(0, parts[1].find_first_not_of("0123456789")), &minor)) {
+    return absl::InvalidArgumentError(absl::StrCat(model_json, ": field \"exported_with.torch\" is \"", version,
+                                                   "\"; expected a torch version such as \"2.1.0\""));
+  }
+  if (major > TORCH_VERSION_MAJOR || (major == TORCH_VERSION_MAJOR && minor > TORCH_VERSION_MINOR)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        model_json, ": the bundle's TorchScript was written by torch ", version, ", newer than this server's LibTorch ",
+        TORCH_VERSION, "; export it with torch ", TORCH_VERSION_MAJOR, ".", TORCH_VERSION_MINOR,
+        " or older (models/convert/convert_sd.py runs with Debian's python3-torch), or serve it with a LibTorch of at "
+        "least ", major, ".", minor));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<ModelBundle>> ModelBundle::Load(const std::string& dir,
@@ -122,6 +147,9 @@ absl::Status ModelBundle::ReadConfigs() {
 
 absl::Status ModelBundle::LoadModules() {
   const fs::path dir(dir_);
+  if (absl::Status s = CheckExportedWith(config_.exported_with_torch, (dir / "model.json").string()); !s.ok()) {
+    return s;
+  }
   auto text_encoder = LoadModule(dir / "text_encoder.pt", device_);
   if (!text_encoder.ok()) return text_encoder.status();
   text_encoder_ = *std::move(text_encoder);

@@ -160,6 +160,7 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(absl::string_view json_text,
     r.Fail("defaults.guidance_scale", absl::StrCat("is ", c.default_guidance_scale, "; allowed [1, 30]"));
   }
   if (r.status().ok()) ReadLatentRgb(j, r, &c);
+  c.exported_with_torch = r.Get<std::string>("exported_with.torch", std::string());
   if (!r.status().ok()) return r.status();
   return c;
 }

@@ -29,6 +29,9 @@ struct ModelConfig {
   std::string default_sampler;
   int default_steps = 0;
   double default_guidance_scale = 0;
+  // The torch version that wrote the TorchScript modules ("exported_with": {"torch": "2.1.0"});
+  // empty when model.json does not say. A LibTorch older than it cannot read them.
+  std::string exported_with_torch;
   // Linear latent-to-RGB preview: rgb = matrix [3 x C] * latent + bias, in [-1, 1].
   std::vector<float> latent_rgb_matrix;
   std::vector<float> latent_rgb_bias;

@@ -596,6 +596,26 @@ TEST_F(ValidateJobRequestTest, SamplerAndStepsFollowWhatTheModelSupports) {
   ExpectInvalid(request_, "steps", {"101", "1 to 100"});
 }
 
+// Size limits of 0 are per model: at least 256 per side, and 1.5 times a larger model's own size
+// (Stable Diffusion's 512 and 768 are accepted by default); set flags apply to every model.
+TEST(ResolveLimits, ZeroMeansPerModelAndASetLimitAppliesToEveryModel) {
+  ModelConfig tiny = test::TinyModelConfig();
+  RequestLimits server;
+  EXPECT_EQ(ResolveLimits(server, tiny).max_image_side, 256);
+  EXPECT_EQ(ResolveLimits(server, tiny).max_pixels, 4 * 256 * 256);
+  ModelConfig sd = tiny;
+  sd.default_width = sd.default_height = 512;
+  sd.size_multiple = 64;
+  EXPECT_EQ(ResolveLimits(server, sd).max_image_side, 768);
+  EXPECT_EQ(ResolveLimits(server, sd).max_pixels, 768 * 768);
+  sd.default_width = sd.default_height = 768;
+  EXPECT_EQ(ResolveLimits(server, sd).max_image_side, 1152);
+  server.max_image_side = 512;
+  server.max_pixels = 1000;
+  EXPECT_EQ(ResolveLimits(server, sd).max_image_side, 512);
+  EXPECT_EQ(ResolveLimits(server, sd).max_pixels, 1000);
+}
+
 TEST_F(ValidateJobRequestTest, QualitiesMustBeFromOneToOneHundred) {
   request_.output_quality = 101;
   ExpectInvalid(request_, "quality", {"101", "1 to 100"});

@@ -10,6 +10,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "core/math/sampler_registry.h"
 #include "tests/support/scratch_dir.h"
 #include "tests/support/test_bundle.h"
 
@@ -165,6 +166,45 @@ TEST_F(BrokenBundleTest, UnknownDefaultSamplerNamesTheField) {
   model_json_["defaults"]["sampler"] = "no-such-sampler";
   SaveModelJson();
   ExpectLoadError(absl::StatusCode::kInvalidArgument, "model.json", {"defaults.sampler", "no-such-sampler"});
+}
+
+// TorchScript from a newer torch than the server's LibTorch is refused at load, saying so.
+TEST_F(BrokenBundleTest, ModulesFromANewerTorchAreRefusedSayingSo) {
+  model_json_["exported_with"]["torch"] = "99.1.0";
+  SaveModelJson();
+  ExpectLoadError(absl::StatusCode::kFailedPrecondition, "model.json",
+                  {"written by torch 99.1.0", "newer than this server's LibTorch"});
+  model_json_["exported_with"]["torch"] = "1.13.1";  // the same minor version loads
+  SaveModelJson();
+  EXPECT_TRUE(ModelBundle::Load(dir_.string()).ok());
+  model_json_["exported_with"]["torch"] = "nightly";
+  SaveModelJson();
+  ExpectLoadError(absl::StatusCode::kInvalidArgument, "model.json", {"exported_with.torch", "nightly"});
+}
+
+// What the loader derives from scheduler_config.json: the samplers it supports, from how many
+// steps, and num_train_timesteps; a default the config refuses fails the load.
+TEST_F(BrokenBundleTest, LoadRecordsWhatEachSamplerAcceptsAndRefusesADefaultItCannotRun) {
+  auto bundle = ModelBundle::Load(dir_.string());
+  ASSERT_TRUE(bundle.ok()) << bundle.status();
+  const ModelConfig& c = (*bundle)->config();
+  EXPECT_EQ(c.num_train_timesteps, 1000);
+  ASSERT_EQ(c.samplers.size(), SamplerNames().size());
+  for (const auto& s : c.samplers) EXPECT_TRUE(s.refusal.empty()) << s.name << ": " << s.refusal;
+  std::ifstream in(dir_ / "scheduler_config.json");
+  nlohmann::json scheduler = nlohmann::json::parse(in);
+  scheduler["prediction_type"] = "sample";
+  WriteText(dir_ / "scheduler_config.json", scheduler.dump());
+  model_json_["defaults"]["sampler"] = "euler_a";
+  SaveModelJson();
+  ExpectLoadError(absl::StatusCode::kInvalidArgument, "model.json", {"defaults.sampler", "euler_a", "prediction_type"});
+  model_json_["defaults"]["sampler"] = "ddim";
+  SaveModelJson();
+  auto loaded = ModelBundle::Load(dir_.string());
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_FALSE((*loaded)->config().FindSampler("euler_a")->refusal.empty());
+  const std::vector<std::string> supported = (*loaded)->config().SupportedSamplers();
+  EXPECT_EQ(std::find(supported.begin(), supported.end(), "euler_a"), supported.end());
 }
 
 TEST_F(BrokenBundleTest, LatentChannelsThatDisagreeWithThePreviewMatrixNameTheMatrix) {

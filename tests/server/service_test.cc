@@ -507,9 +507,10 @@ TEST_F(ImageGeneratorServiceTest, ListModelsReportsWhatARequestMayAsk) {
   ASSERT_EQ(response.models_size(), 1);
   const v1::ModelInfo& m = response.models(0);
   const RequestLimits limits;
-  EXPECT_EQ(m.max_image_side(), static_cast<uint32_t>(limits.max_image_side));
+  // The default flags leave the size limits per model: 256 and 4 x 256 x 256 for a 32x32 model.
+  EXPECT_EQ(m.max_image_side(), 256u);
   EXPECT_EQ(m.max_images(), static_cast<uint32_t>(limits.max_images));
-  EXPECT_EQ(m.max_pixels(), static_cast<uint64_t>(limits.max_pixels));
+  EXPECT_EQ(m.max_pixels(), 4u * 256 * 256);
   EXPECT_EQ(m.max_steps(), static_cast<uint32_t>(limits.max_steps));
   EXPECT_EQ(m.max_prompt_chars(), static_cast<uint32_t>(limits.max_prompt_chars));
   // A request at the reported limits is accepted; one past them is not.
