@@ -13,6 +13,7 @@ build_packages=(
   libtorch-dev libopenblas0-openmp
   libgrpc++-dev libgrpc-dev protobuf-compiler-grpc protobuf-compiler libprotobuf-dev
   libabsl-dev prometheus-cpp-dev libgtest-dev libgmock-dev libpng-dev libjpeg62-turbo-dev libwebp-dev nlohmann-json3-dev
+  libutf8proc-dev libre2-dev
   # tests: Python peer client, the export script for the test bundle, promtool, openssl (the TLS
   # tests make their certificates)
   python3 python3-torch python3-numpy python3-pil python3-grpcio python3-protobuf python3-yaml prometheus
@@ -25,6 +26,7 @@ build_packages=(
 runtime_packages=(
   libtorch1.13 libopenblas0-openmp libgrpc++1.51 libgrpc29 libprotobuf32 libabsl20220623
   libprometheus-cpp-core1.0 libprometheus-cpp-pull1.0 libpng16-16 libjpeg62-turbo libwebp7 libwebpmux3 libstdc++6
+  libutf8proc2 libre2-9
 )
 
 case "${1:-build}" in

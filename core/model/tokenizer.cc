@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "core/model/clip_tokenizer.h"
 #include "core/model/model_config.h"
 
 namespace imagegen {
@@ -102,6 +103,14 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> CreateWordTokenizer(const ModelConfig
   return std::unique_ptr<Tokenizer>(*std::move(tokenizer));
 }
 
+// The tokenizer files (tokenizer.json, or vocab.json + merges.txt, and the special-token maps)
+// sit in the bundle folder itself.
+absl::StatusOr<std::unique_ptr<Tokenizer>> CreateClipTokenizer(const ModelConfig& config, const std::string& dir) {
+  auto tokenizer = ClipBpeTokenizer::Load(dir, config.max_length);
+  if (!tokenizer.ok()) return tokenizer.status();
+  return std::unique_ptr<Tokenizer>(*std::move(tokenizer));
+}
+
 struct TokenizerType {
   const char* name;
   absl::StatusOr<std::unique_ptr<Tokenizer>> (*create)(const ModelConfig& config, const std::string& dir);
@@ -109,6 +118,7 @@ struct TokenizerType {
 
 constexpr TokenizerType kTokenizerTypes[] = {
     {"word", &CreateWordTokenizer},
+    {"clip_bpe", &CreateClipTokenizer},
 };
 
 }  // namespace

@@ -1,5 +1,7 @@
 #include "tests/support/test_bundle.h"
 
+#include <cstdlib>
+
 #include "core/math/sampler_registry.h"
 
 namespace imagegen::test {
@@ -7,6 +9,14 @@ namespace imagegen::test {
 std::string TestBundleDir() { return IMAGEGEN_TEST_BUNDLE_DIR; }
 
 std::string FaultyBundleDir() { return IMAGEGEN_FAULTY_BUNDLE_DIR; }
+
+std::string SdBundlesDir() {
+  // The environment may point elsewhere (bundles converted by hand while working on the converter).
+  const char* dir = std::getenv("IMAGEGEN_SD_BUNDLES_DIR");
+  return dir != nullptr && *dir != '\0' ? dir : IMAGEGEN_SD_BUNDLES_DIR;
+}
+
+std::string SdReferenceDir() { return IMAGEGEN_SD_REFERENCE_DIR; }
 
 ModelConfig TinyModelConfig() {
   ModelConfig model;

@@ -36,6 +36,13 @@ inline constexpr int kFaultyVaeWidth = 48;      // the VAE encoder (image to ima
 inline constexpr char kFaultyWord[] = "sandal";  // in a prompt: the text encoder raises
 std::string FaultyBundleDir();
 
+// The Stable Diffusion reference checkpoints converted to bundles (models/convert/convert_sd.py,
+// the convert_sd setup test of the test_bundle fixture): "sd1-tiny", "sd2-tiny" and
+// "sd1-tiny-single" (the original single-file layout), under this folder.
+std::string SdBundlesDir();
+// tests/data/stable-diffusion: what diffusers computed from those checkpoints.
+std::string SdReferenceDir();
+
 // A config like the tiny bundle's model.json (name, sizes, latent factor, defaults), for tests
 // that run without its weights (fake pipelines, validation).
 ModelConfig TinyModelConfig();
