@@ -33,10 +33,10 @@
 ABSL_FLAG(std::string, model_dir, "models/fashion-mnist-ldm", "The model bundle to measure.");
 ABSL_FLAG(std::string, batches, "1,8,32", "UNet batch sizes (rows) to time.");
 ABSL_FLAG(int, repeats, 50, "Timed UNet calls per batch size (after 5 warm-up calls).");
-ABSL_FLAG(int, images, 10, "Whole images to time through the engine.");
+ABSL_FLAG(int, images, 10, "Whole images to time through the engine; 0: skip.");
 ABSL_FLAG(int, threads, 0, "LibTorch intra-op threads; 0: LibTorch's default.");
 ABSL_FLAG(std::string, engine_concurrency, "1,2,4,8,16",
-          "Closed-loop in-process loads: jobs kept in flight in the engine (no network).");
+          "Closed-loop in-process loads: jobs kept in flight in the engine (no network); empty: skip.");
 ABSL_FLAG(int, engine_requests, 48, "Jobs per in-process load (after 4 warm-up jobs).");
 ABSL_FLAG(std::string, batching, "step", "step or request (the engine's batching).");
 ABSL_FLAG(std::string, preview_formats, "png,jpeg,webp",
@@ -131,6 +131,7 @@ imagegen::JobRequest DefaultRequest(const imagegen::ModelConfig& c, int i) {
 // One whole image at the defaults through the engine, one job at a time: the median of --images
 // runs after one warm-up run. Returns the exit status: 0, or 1 when a job fails.
 int MeasureOneImage(imagegen::Engine& engine, const imagegen::ModelConfig& c) {
+  if (absl::GetFlag(FLAGS_images) <= 0) return 0;
   std::vector<double> ms;
   for (int i = 0; i < 1 + absl::GetFlag(FLAGS_images); ++i) {
     imagegen::JobRequest r = DefaultRequest(c, i);
@@ -157,6 +158,7 @@ int MeasureOneImage(imagegen::Engine& engine, const imagegen::ModelConfig& c) {
 // each N of --engine_concurrency. Returns the exit status: 0, or 2 for a bad
 // --engine_concurrency (a failed submission exits 1).
 int MeasureEngineLoads(imagegen::Engine& engine, const imagegen::ModelConfig& c) {
+  if (absl::GetFlag(FLAGS_engine_concurrency).empty()) return 0;
   std::cout << "\n| in-process concurrency | images/s | batching |\n|---|---|---|\n";
   int next_id = 1000;
   for (absl::string_view n : absl::StrSplit(absl::GetFlag(FLAGS_engine_concurrency), ',')) {

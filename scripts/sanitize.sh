@@ -61,10 +61,11 @@ step "build ${tests[*]}${extra_targets[*]:+ ${extra_targets[*]}}"
 cmake --build "$build_dir" --parallel "${IMAGEGEN_BUILD_JOBS:-$(nproc)}" --target "${tests[@]}" "${extra_targets[@]}"
 step_done build
 
-# The model bundles the tests load: CTest's fixture setup tests (export_test_bundle, ...).
-step "export the test bundles"
-ctest --test-dir "$build_dir" --output-on-failure --no-tests=error -R '^export_'
-step_done "export the test bundles"
+# The model bundles the tests load: CTest's fixture setup tests (export_test_bundle, ..., and
+# convert_sd for the Stable Diffusion reference bundles).
+step "export and convert the test bundles"
+ctest --test-dir "$build_dir" --output-on-failure --no-tests=error -R '^(export_|convert_sd$)'
+step_done "export and convert the test bundles"
 
 failed=()
 for test in "${tests[@]}"; do

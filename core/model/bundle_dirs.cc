@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 
 #include "absl/strings/str_cat.h"
 
@@ -20,6 +22,14 @@ absl::StatusOr<std::vector<std::string>> FindBundleDirs(const std::string& dir) 
   std::sort(out.begin(), out.end());
   if (out.empty()) return absl::NotFoundError(absl::StrCat(dir, ": holds no model bundle (no model.json)"));
   return out;
+}
+
+absl::StatusOr<std::string> ReadBundleFile(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat(path.string(), ": missing or unreadable"));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
 }
 
 }  // namespace imagegen

@@ -20,6 +20,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "core/model/bundle_dirs.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 
@@ -157,16 +158,8 @@ std::array<std::string, 256> ByteSymbols() {
   return symbols;
 }
 
-absl::StatusOr<std::string> ReadFile(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat(path.string(), ": missing or unreadable"));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 absl::StatusOr<json> ReadJson(const fs::path& path) {
-  auto text = ReadFile(path);
+  auto text = ReadBundleFile(path);
   if (!text.ok()) return text.status();
   try {
     return json::parse(*text);
@@ -425,7 +418,7 @@ absl::StatusOr<std::unique_ptr<ClipBpeTokenizer>> ClipBpeTokenizer::Load(const s
       return absl::InvalidArgumentError(absl::StrCat(vocab_path.string(), ": must be an object of token to id"));
     }
     vocab_json = &vocab_file;
-    auto text = ReadFile(merges_path);
+    auto text = ReadBundleFile(merges_path);
     if (!text.ok()) return text.status();
     size_t index = 0;
     for (absl::string_view line : absl::StrSplit(*text, '\n')) {

@@ -8,6 +8,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "core/model/bundle_dirs.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
@@ -17,14 +18,6 @@ namespace imagegen {
 namespace {
 
 namespace fs = std::filesystem;
-
-absl::StatusOr<std::string> ReadFile(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat(path.string(), ": missing or unreadable"));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 std::string ShapeString(const at::Tensor& t) {
   return absl::StrCat("[", absl::StrJoin(t.sizes(), ", "), "]");
@@ -115,14 +108,14 @@ absl::StatusOr<std::unique_ptr<ModelBundle>> ModelBundle::Load(const std::string
 absl::Status ModelBundle::ReadConfigs() {
   const fs::path dir(dir_);
   const fs::path model_json = dir / "model.json";
-  auto model_text = ReadFile(model_json);
+  auto model_text = ReadBundleFile(model_json);
   if (!model_text.ok()) return model_text.status();
   auto config = ModelConfig::FromJson(*model_text, model_json.string());
   if (!config.ok()) return config.status();
   config_ = *std::move(config);
 
   const fs::path scheduler_json = dir / "scheduler_config.json";
-  auto scheduler_text = ReadFile(scheduler_json);
+  auto scheduler_text = ReadBundleFile(scheduler_json);
   if (!scheduler_text.ok()) return scheduler_text.status();
   auto scheduler = SchedulerConfig::FromJson(*scheduler_text, scheduler_json.string());
   if (!scheduler.ok()) return scheduler.status();

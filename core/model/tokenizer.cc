@@ -8,6 +8,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "core/model/bundle_dirs.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "core/model/clip_tokenizer.h"
@@ -85,14 +86,6 @@ TokenizedText WordTokenizer::Tokenize(absl::string_view text) const {
 }
 
 namespace {
-
-absl::StatusOr<std::string> ReadBundleFile(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat(path.string(), ": missing or unreadable"));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> CreateWordTokenizer(const ModelConfig& config, const std::string& dir) {
   const std::filesystem::path vocab = std::filesystem::path(dir) / config.vocab_file;

@@ -595,7 +595,7 @@ def fit_latent_rgb(vae: M.AutoencoderKL, scaling_factor: float, latent_channels:
     latent pixel covers, on `count` random latents."""
     g = torch.Generator().manual_seed(1234)
     z = torch.randn(count, latent_channels, size, size, generator=g)
-    img = vae.decode(z / scaling_factor).clamp(-1, 1)
+    img = M.VAEDecoderExport(vae)(z / scaling_factor).clamp(-1, 1)
     factor = img.shape[-1] // size
     target = torch.nn.functional.avg_pool2d(img, factor)
     x = z.permute(0, 2, 3, 1).reshape(-1, latent_channels).double()

@@ -902,12 +902,6 @@ class AutoencoderKL(nn.Module):
         self.quant_conv = nn.Conv2d(2 * z, 2 * z, 1) if a["use_quant_conv"] else nn.Identity()
         self.post_quant_conv = nn.Conv2d(z, z, 1) if a["use_post_quant_conv"] else nn.Identity()
 
-    def encode_mean(self, image: torch.Tensor) -> torch.Tensor:
-        return self.quant_conv(self.encoder(image))[:, : self.latent_channels]
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.post_quant_conv(z))
-
 
 # --------------------------------------------------------------------------------------------
 # Export wrappers (the bundle's conventions, docs/MODEL_BUNDLE.md)
