@@ -76,10 +76,7 @@ UNET_UP_TYPES = ("CrossAttnUpBlock2D", "UpBlock2D")
 
 def unet_arch(cfg: Dict[str, Any], where: str = "unet/config.json") -> Dict[str, Any]:
     """Validates a diffusers UNet2DConditionModel config; returns the normalised architecture."""
-    cls = cfg.get("_class_name", "UNet2DConditionModel")
-    if cls != "UNet2DConditionModel":
-        raise ConfigError(f"{where}: '_class_name' = {json_repr(cls)} is not supported "
-                          f"(supported: \"UNet2DConditionModel\")")
+    _require(cfg, "_class_name", ["UNet2DConditionModel"], where, "UNet2DConditionModel")
     # Everything that would add modules or change the computation must be at its SD default.
     for key, allowed, default in [
             ("act_fn", ["silu"], "silu"),
@@ -191,10 +188,7 @@ def unet_arch(cfg: Dict[str, Any], where: str = "unet/config.json") -> Dict[str,
 
 def vae_arch(cfg: Dict[str, Any], where: str = "vae/config.json") -> Dict[str, Any]:
     """Validates a diffusers AutoencoderKL config; returns the normalised architecture."""
-    cls = cfg.get("_class_name", "AutoencoderKL")
-    if cls != "AutoencoderKL":
-        raise ConfigError(f"{where}: '_class_name' = {json_repr(cls)} is not supported "
-                          f"(supported: \"AutoencoderKL\")")
+    _require(cfg, "_class_name", ["AutoencoderKL"], where, "AutoencoderKL")
     for key, allowed, default in [
             ("act_fn", ["silu"], "silu"),
             ("latents_mean", [None], None),
@@ -249,10 +243,7 @@ def text_arch(cfg: Dict[str, Any], where: str = "text_encoder/config.json") -> D
     if archs != ["CLIPTextModel"]:
         raise ConfigError(f"{where}: 'architectures' = {json_repr(archs)} is not supported "
                           f"(supported: [\"CLIPTextModel\"])")
-    mt = cfg.get("model_type", "clip_text_model")
-    if mt != "clip_text_model":
-        raise ConfigError(f"{where}: 'model_type' = {json_repr(mt)} is not supported "
-                          f"(supported: \"clip_text_model\")")
+    _require(cfg, "model_type", ["clip_text_model"], where, "clip_text_model")
     act = _require(cfg, "hidden_act", ["quick_gelu", "gelu"], where, "quick_gelu")
     d = _int(cfg, "hidden_size", where, 512)
     h = _int(cfg, "num_attention_heads", where, 8)
