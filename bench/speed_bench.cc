@@ -1,13 +1,18 @@
 // imagegen-bench-speed: how fast a model bundle runs on this machine, in process (no network).
 //
 //   imagegen-bench-speed --model_dir=models/fashion-mnist-ldm --batches=1,8,32 --repeats=50
+//   imagegen-bench-speed --device=cuda:0 --dtype=float16 --model_dir=DIR --width=512 --height=512
+//       --batches=2,16 --repeats=30 --images=0 --engine_concurrency= --preview_formats=
 //
 // Prints a markdown table: the UNet's parameter count and time per call at each batch size (the
-// raw limit of the hardware), then the time for one whole image at the model's default settings
+// raw limit of the hardware; mean and median, on a GPU with the device synchronised around each
+// call), then the time for one whole image at the model's default settings
 // through the engine (text encoding, every step with guidance, VAE decode, PNG), the median of
 // --images runs, the engine's throughput under in-process loads, and what previews cost in each
-// encoding (bytes per preview, time per job; --preview_formats). Timings drift 30-50% between
-// runs on shared 2-core machines: compare numbers from one run only.
+// encoding (bytes per preview, time per job; --preview_formats). --images=0, an empty
+// --engine_concurrency and an empty --preview_formats skip their part; with all three the engine
+// is not started. Timings drift 30-50% between runs on shared 2-core machines: compare numbers
+// from one run only.
 #include <algorithm>
 #include <cstdlib>
 #include <cstdint>
@@ -18,6 +23,7 @@
 
 #include <ATen/Parallel.h>
 #include <torch/csrc/jit/ir/constants.h>
+#include <torch/cuda.h>
 #include <torch/script.h>
 
 #include "absl/flags/flag.h"
@@ -29,8 +35,14 @@
 #include "absl/time/clock.h"
 #include "core/engine/engine.h"
 #include "core/model/model_bundle.h"
+#include "core/model/precision.h"
 
 ABSL_FLAG(std::string, model_dir, "models/fashion-mnist-ldm", "The model bundle to measure.");
+ABSL_FLAG(std::string, device, "cpu", "Where the UNet loop and the in-process engine run: cpu or cuda:N.");
+ABSL_FLAG(std::string, dtype, "float32",
+          "The modules' precision for the UNet loop: float32, float16 or bfloat16 (the last two need CUDA).");
+ABSL_FLAG(int, width, 0, "Image width of the UNet loop, in pixels; 0: the model's default.");
+ABSL_FLAG(int, height, 0, "Image height of the UNet loop, in pixels; 0: the model's default.");
 ABSL_FLAG(std::string, batches, "1,8,32", "UNet batch sizes (rows) to time.");
 ABSL_FLAG(int, repeats, 50, "Timed UNet calls per batch size (after 5 warm-up calls).");
 ABSL_FLAG(int, images, 10, "Whole images to time through the engine; 0: skip.");
@@ -51,6 +63,8 @@ double Median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];
 }
+
+double Mean(const std::vector<double>& v) { return std::accumulate(v.begin(), v.end(), 0.0) / v.size(); }
 
 // Records the end of one job, and the bytes and count of the previews it received.
 class WaitListener : public imagegen::JobListener {
@@ -86,29 +100,42 @@ int64_t CountUnetParameters(imagegen::ModelBundle& bundle) {
   return params;
 }
 
-// The UNet alone: one table row per --batches size, the median of --repeats calls after 5
-// warm-up calls, on latents of h x w. Returns the exit status: 0, or 2 for a bad --batches.
+// Waits for everything queued on a CUDA device, so that a timer around a call measures the call
+// and not its launch; nothing elsewhere.
+void Synchronize(const torch::Device& device) {
+  if (device.is_cuda()) torch::cuda::synchronize(device.has_index() ? device.index() : -1);
+}
+
+// The UNet alone: one table row per --batches size, the mean and median of --repeats calls after
+// 5 warm-up calls, on latents of h x w in the bundle's device and dtype (timesteps float32, as
+// the engine passes them). Returns the exit status: 0, or 2 for a bad --batches.
 int MeasureUnet(imagegen::ModelBundle& bundle, int64_t h, int64_t w) {
   const imagegen::ModelConfig& c = bundle.config();
-  std::cout << "| UNet batch (rows) | ms per call (median) | image-steps per second |\n|---|---|---|\n";
-  at::Tensor context = bundle.text_encoder().forward({at::ones({1, c.max_length}, at::kLong)}).toTensor();
+  const torch::Device device = bundle.device();
+  const auto opts = at::TensorOptions().device(device);
+  std::cout << "| UNet batch (rows) | ms per call (mean) | ms per call (p50) | image-steps per second (p50) |\n"
+               "|---|---|---|---|\n";
+  at::Tensor context =
+      bundle.text_encoder().forward({at::ones({1, c.max_length}, opts.dtype(at::kLong))}).toTensor();
   for (absl::string_view b : absl::StrSplit(absl::GetFlag(FLAGS_batches), ',')) {
     int batch = 0;
     if (!absl::SimpleAtoi(b, &batch) || batch < 1) {
       std::cerr << "--batches: \"" << b << "\" is not a positive integer\n";
       return 2;
     }
-    at::Tensor x = at::randn({batch, c.latent_channels, h, w});
-    at::Tensor t = at::full({batch}, 500.0f);
+    at::Tensor x = at::randn({batch, c.latent_channels, h, w}, opts.dtype(bundle.dtype()));
+    at::Tensor t = at::full({batch}, 500.0f, opts.dtype(at::kFloat));
     at::Tensor ctx = context.expand({batch, c.max_length, c.context_dim}).contiguous();
     std::vector<double> ms;
     for (int i = 0; i < 5 + absl::GetFlag(FLAGS_repeats); ++i) {
+      Synchronize(device);
       const absl::Time start = absl::Now();
       bundle.unet().forward({x, t, ctx});
+      Synchronize(device);
       if (i >= 5) ms.push_back(absl::ToDoubleMilliseconds(absl::Now() - start));
     }
-    const double m = Median(ms);
-    std::cout << absl::StrFormat("| %d | %.2f | %.0f |\n", batch, m, batch * 1000.0 / m);
+    const double p50 = Median(ms);
+    std::cout << absl::StrFormat("| %d | %.2f | %.2f | %.0f |\n", batch, Mean(ms), p50, batch * 1000.0 / p50);
   }
   return 0;
 }
@@ -258,20 +285,41 @@ int main(int argc, char** argv) {
   if (threads > 0) at::set_num_threads(threads);
   c10::InferenceMode guard;
 
-  auto bundle = imagegen::ModelBundle::Load(absl::GetFlag(FLAGS_model_dir));
+  auto precision = imagegen::ParsePrecision(absl::GetFlag(FLAGS_dtype));
+  if (!precision.ok()) {
+    std::cerr << "--dtype: " << precision.status() << "\n";
+    return 2;
+  }
+  const std::string device = absl::GetFlag(FLAGS_device);
+  auto bundle = imagegen::ModelBundle::Load(absl::GetFlag(FLAGS_model_dir), device, *precision);
   if (!bundle.ok()) {
     std::cerr << bundle.status() << "\n";
     return 1;
   }
-  const imagegen::ModelConfig& c = (*bundle)->config();
+  const imagegen::ModelConfig c = (*bundle)->config();  // a copy: the bundle goes before the engine comes
+  const int width = absl::GetFlag(FLAGS_width) > 0 ? absl::GetFlag(FLAGS_width) : c.default_width;
+  const int height = absl::GetFlag(FLAGS_height) > 0 ? absl::GetFlag(FLAGS_height) : c.default_height;
+  if (width % c.size_multiple != 0 || height % c.size_multiple != 0) {
+    std::cerr << absl::StrFormat("--width/--height: %dx%d; model %s takes multiples of %d\n", width, height, c.name,
+                                 c.size_multiple);
+    return 2;
+  }
   const int64_t params = CountUnetParameters(**bundle);
-  const int64_t h = c.default_height / c.downsampling_factor, w = c.default_width / c.downsampling_factor;
-  std::cout << absl::StrFormat("model %s, latent %dx%dx%d, LibTorch threads %d\n\n", c.name, c.latent_channels, h,
-                               w, at::get_num_threads());
+  const int64_t h = height / c.downsampling_factor, w = width / c.downsampling_factor;
+  std::cout << absl::StrFormat("model %s, %dx%d (latent %dx%dx%d), device %s, dtype %s, LibTorch threads %d\n\n",
+                               c.name, width, height, c.latent_channels, h, w, device,
+                               imagegen::PrecisionName(*precision), at::get_num_threads());
   if (const int status = MeasureUnet(**bundle, h, w); status != 0) return status;
   std::cout << absl::StrFormat("\nUNet parameters: %d\n", params);
 
+  if (absl::GetFlag(FLAGS_images) <= 0 && absl::GetFlag(FLAGS_engine_concurrency).empty() &&
+      absl::GetFlag(FLAGS_preview_formats).empty()) {
+    return 0;  // no engine part asked for: do not load the bundle again
+  }
+  bundle->reset();  // one copy of the weights on the device at a time
   imagegen::Engine::Options options;
+  options.devices = {device};
+  options.precision = *precision;
   options.intra_op_threads = threads;
   options.request_level_batching = absl::GetFlag(FLAGS_batching) == "request";
   auto engine = imagegen::Engine::Create(options, {absl::GetFlag(FLAGS_model_dir)}, nullptr);

@@ -58,6 +58,8 @@ ABSL_FLAG(double, timeout_s, 600, "deadline of each request in seconds");
 ABSL_FLAG(std::string, prompt, "a photo of a sneaker", "what to draw");
 ABSL_FLAG(uint32_t, steps, 0, "denoising steps; 0: the model's default");
 ABSL_FLAG(uint32_t, num_images, 1, "images per request");
+ABSL_FLAG(uint32_t, width, 0, "image width in pixels; 0: the model's default");
+ABSL_FLAG(uint32_t, height, 0, "image height in pixels; 0: the model's default");
 ABSL_FLAG(float, guidance, 0, "classifier-free guidance scale; 0: the model's default");
 ABSL_FLAG(std::string, sampler, "", "sampler name; empty: the model's default");
 ABSL_FLAG(uint32_t, preview_every, 1, "a LATENT_APPROX preview every N steps; 0: none");
@@ -345,6 +347,8 @@ class RequestPlanner {
     request.set_prompt(absl::GetFlag(FLAGS_prompt));
     request.set_steps(absl::GetFlag(FLAGS_steps));
     request.set_num_images(absl::GetFlag(FLAGS_num_images));
+    request.set_width(absl::GetFlag(FLAGS_width));
+    request.set_height(absl::GetFlag(FLAGS_height));
     request.set_guidance_scale(absl::GetFlag(FLAGS_guidance));
     request.set_sampler(absl::GetFlag(FLAGS_sampler));
     if (const uint32_t every = absl::GetFlag(FLAGS_preview_every); every > 0) {
@@ -374,7 +378,9 @@ class RequestPlanner {
       request.set_prompt(kPrompts[absl::Uniform<size_t>(random, 0, std::size(kPrompts))]);
     }
     if (guided && absl::Bernoulli(random, 0.2)) request.set_negative_prompt("a bag");
-    request.set_priority(absl::Uniform(absl::IntervalClosed, random, -5, 5));
+    // Only lower priorities: above its max_priority (0 unless the tokens file says more) a
+    // client is refused PERMISSION_DENIED.
+    request.set_priority(absl::Uniform(absl::IntervalClosed, random, -5, 0));
     if (!init_image_.empty() && absl::Bernoulli(random, absl::GetFlag(FLAGS_mix_img2img))) {
       // Its size is the init image's: width and height stay 0. strength * steps >= 1.5.
       request.set_init_image(init_image_);

@@ -25,7 +25,7 @@ build_packages=(
 )
 runtime_packages=(
   libtorch1.13 libopenblas0-openmp libgrpc++1.51 libgrpc29 libprotobuf32 libabsl20220623
-  libprometheus-cpp-core1.0 libprometheus-cpp-pull1.0 libpng16-16 libjpeg62-turbo libwebp7 libwebpmux3 libstdc++6
+  libprometheus-cpp-core1.0 libprometheus-cpp-pull1.0 libpng16-16 zlib1g libjpeg62-turbo libwebp7 libwebpmux3 libstdc++6
   libutf8proc2 libre2-9
 )
 

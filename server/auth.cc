@@ -1,11 +1,13 @@
 #include "server/auth.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 
@@ -20,6 +22,14 @@ absl::Status Missing() {
 
 // What an HTTP/2 header value carries unchanged, minus spaces (which would be trimmed away).
 bool IsTokenChar(char c) { return c > 0x20 && c < 0x7f; }
+
+bool IsPrincipalName(absl::string_view name) {
+  if (name.empty() || name.size() > 64) return false;
+  for (char c : name) {
+    if (!absl::ascii_isalnum(c) && c != '.' && c != '_' && c != '-') return false;
+  }
+  return true;
+}
 
 // Zero when `presented` equals `token` (non-empty). Reads every byte of `presented` whatever the
 // contents, with no exit at the first difference, so the time does not tell how much of a guess
@@ -50,29 +60,59 @@ absl::StatusOr<std::string> ReadFlagFile(absl::string_view flag, const std::stri
   return contents;
 }
 
-absl::StatusOr<std::unique_ptr<BearerTokenChecker>> BearerTokenChecker::FromFile(const std::string& path) {
+absl::StatusOr<std::unique_ptr<BearerTokenChecker>> BearerTokenChecker::FromFile(const std::string& path,
+                                                                                int default_max_priority) {
   absl::StatusOr<std::string> contents = ReadFlagFile(kFlag, path);
   if (!contents.ok()) return contents.status();
-  return FromContents(*contents, path);
+  return FromContents(*contents, path, default_max_priority);
 }
 
 absl::StatusOr<std::unique_ptr<BearerTokenChecker>> BearerTokenChecker::FromContents(absl::string_view contents,
-                                                                                    absl::string_view source) {
-  std::vector<std::string> tokens;
+                                                                                    absl::string_view source,
+                                                                                    int default_max_priority) {
+  std::vector<Entry> tokens;
   int line_number = 0;
   for (absl::string_view line : absl::StrSplit(contents, '\n')) {
     ++line_number;
     line = absl::StripAsciiWhitespace(line);
     if (line.empty() || absl::StartsWith(line, "#")) continue;
-    for (char c : line) {
-      // The line number, never the line: the error ends up in logs.
-      if (!IsTokenChar(c)) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            kFlag, " ", source, ": line ", line_number,
-            " is not a valid token; allowed: printable ASCII without spaces, one token per line"));
+    // The line number, never the line: the error ends up in logs.
+    auto bad = [&](absl::string_view what) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          kFlag, " ", source, ": line ", line_number, " ", what,
+          "; allowed: one token per line, as TOKEN or NAME:TOKEN, optionally followed by a space and "
+          "max_priority=N (N from ", kMinPriority, " to ", kMaxPriority, "); a token is printable ASCII without "
+          "spaces, a name 1 to 64 of A-Z a-z 0-9 . _ -"));
+    };
+    std::vector<absl::string_view> fields = absl::StrSplit(line, absl::ByAnyChar(" \t"), absl::SkipEmpty());
+    Entry entry;
+    entry.principal.max_priority = default_max_priority;
+    entry.principal.from_tokens_file = true;
+    if (fields.size() > 2) return bad("has more than two fields");
+    if (fields.size() == 2) {
+      int value = 0;
+      if (!absl::ConsumePrefix(&fields[1], "max_priority=") || !absl::SimpleAtoi(fields[1], &value) ||
+          value < kMinPriority || value > kMaxPriority) {
+        return bad("has a second field that is not max_priority=N");
       }
+      entry.principal.max_priority = value;
     }
-    tokens.emplace_back(line);
+    for (char c : fields[0]) {
+      if (!IsTokenChar(c)) return bad("is not a valid token");
+    }
+    const size_t colon = fields[0].find(':');
+    const absl::string_view name = colon == absl::string_view::npos ? "" : fields[0].substr(0, colon);
+    if (!name.empty() && colon + 1 < fields[0].size() && IsPrincipalName(name)) {
+      entry.principal.name = std::string(name);
+      entry.token = std::string(fields[0].substr(colon + 1));
+    } else {
+      entry.principal.name = absl::StrCat("token-L", line_number);
+      entry.token = std::string(fields[0]);
+    }
+    for (const Entry& earlier : tokens) {
+      if (earlier.token == entry.token) return bad("repeats the token of an earlier line");
+    }
+    tokens.push_back(std::move(entry));
   }
   if (tokens.empty()) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -82,7 +122,16 @@ absl::StatusOr<std::unique_ptr<BearerTokenChecker>> BearerTokenChecker::FromCont
   return std::unique_ptr<BearerTokenChecker>(new BearerTokenChecker(std::move(tokens)));
 }
 
-absl::Status BearerTokenChecker::Check(const std::multimap<grpc::string_ref, grpc::string_ref>& metadata) const {
+std::vector<std::string> BearerTokenChecker::principal_names() const {
+  std::vector<std::string> names;
+  for (const Entry& e : tokens_) {
+    if (std::find(names.begin(), names.end(), e.principal.name) == names.end()) names.push_back(e.principal.name);
+  }
+  return names;
+}
+
+absl::StatusOr<Principal> BearerTokenChecker::Check(
+    const std::multimap<grpc::string_ref, grpc::string_ref>& metadata) const {
   // gRPC lower-cases metadata keys, so "Authorization" arrives as "authorization".
   const auto [begin, end] = metadata.equal_range(grpc::string_ref("authorization"));
   for (auto it = begin; it != end; ++it) {
@@ -92,12 +141,15 @@ absl::Status BearerTokenChecker::Check(const std::multimap<grpc::string_ref, grp
     const absl::string_view presented = absl::StripLeadingAsciiWhitespace(value.substr(space));
     if (presented.empty()) continue;
     // Every token is compared, with no short cut once one matches: the time depends only on the
-    // presented length and the number of tokens.
+    // presented length and the number of tokens. The match's index is selected by masks.
     volatile unsigned char matched = 0;
-    for (const std::string& token : tokens_) {
-      matched = matched | static_cast<unsigned char>(Difference(presented, token) == 0);
+    size_t index = 0;
+    for (size_t i = 0; i < tokens_.size(); ++i) {
+      const unsigned char hit = static_cast<unsigned char>(Difference(presented, tokens_[i].token) == 0);
+      matched = matched | hit;
+      index |= i & (size_t{0} - hit);  // tokens are distinct (FromContents): at most one hit
     }
-    if (matched != 0) return absl::OkStatus();
+    if (matched != 0) return tokens_[index].principal;
     return absl::UnauthenticatedError("the bearer token is not valid");
   }
   return Missing();

@@ -55,6 +55,7 @@ void FillResponse(JobResult result, v1::GenerateResponse* out) {
 // What a call keeps of its job: the few fields its events need, not the request (which holds the
 // decoded init image).
 struct AdmittedJob {
+  std::string principal;
   std::string job_id;
   std::string model;
   int total_steps = 0;  // StepsToRun: Progress.total_steps while queued
@@ -63,20 +64,32 @@ struct AdmittedJob {
 // Resolves and submits a request; on error the status to finish the call with, after counting
 // an invalid request.
 absl::Status Admit(const v1::GenerateRequest& request, const grpc::CallbackServerContext& context,
-                   Engine& engine, Metrics& metrics, RequestLog* log, const std::string& default_model,
-                   bool with_previews, std::shared_ptr<JobListener> listener, AdmittedJob* job) {
+                   const Principal& principal, Engine& engine, Metrics& metrics, RequestLog* log,
+                   const std::string& default_model, bool with_previews, std::shared_ptr<JobListener> listener,
+                   AdmittedJob* job) {
   const std::string named = request.model().empty() ? default_model : request.model();
   const std::string model = engine.FindModel(named) ? named : "unknown";
   auto refused = [&](const absl::Status& status) {
-    if (status.code() == absl::StatusCode::kInvalidArgument || status.code() == absl::StatusCode::kNotFound) {
+    if (status.code() == absl::StatusCode::kInvalidArgument || status.code() == absl::StatusCode::kNotFound ||
+        status.code() == absl::StatusCode::kPermissionDenied) {
       metrics.OnInvalidRequest(model);
     }
-    if (log) log->LogRefused(model, absl::StatusCodeToString(status.code()), std::string(status.message()));
+    if (log && !log->LogRefused(model, absl::StatusCodeToString(status.code()), std::string(status.message()))) {
+      metrics.OnLogLineSuppressed();
+    }
     return status;
   };
   auto resolved = ToJobRequest(request, engine, default_model, DeadlineOf(context), with_previews);
   if (!resolved.ok()) return refused(resolved.status());
-  *job = {resolved->job_id, resolved->model, StepsToRun(*resolved)};
+  // Priority orders a principal's own jobs only (JobQueue), but is still bounded per principal.
+  // (Above the API's range it is invalid for everyone: the engine says so.)
+  if (resolved->priority > principal.max_priority && resolved->priority <= kMaxPriority) {
+    return refused(absl::PermissionDeniedError(absl::StrCat(
+        "priority is ", resolved->priority, "; allowed for this client: ", kMinPriority, " to ",
+        principal.max_priority, " (its max_priority in --auth_tokens_file, else --max_priority)")));
+  }
+  resolved->principal = principal.name;
+  *job = {principal.name, resolved->job_id, resolved->model, StepsToRun(*resolved)};
   absl::Status status = engine.Submit(*std::move(resolved), std::move(listener));
   if (!status.ok()) return refused(status);
   return status;
@@ -91,10 +104,10 @@ class GenerateReactor : public grpc::ServerWriteReactor<v1::GenerateEvent>,
   GenerateReactor(Engine* engine, Metrics* metrics, RequestLog* log) : engine_(engine), metrics_(metrics), log_(log) {}
 
   void Begin(grpc::CallbackServerContext* context, const v1::GenerateRequest& request,
-             const std::string& default_model) {
+             const Principal& principal, const std::string& default_model) {
     self_ = shared_from_this();
-    absl::Status status = Admit(request, *context, *engine_, *metrics_, log_, default_model, /*with_previews=*/true,
-                                self_, &job_);
+    absl::Status status = Admit(request, *context, principal, *engine_, *metrics_, log_, default_model,
+                                /*with_previews=*/true, self_, &job_);
     if (!status.ok()) OnError(status);
   }
 
@@ -168,11 +181,11 @@ class GenerateReactor : public grpc::ServerWriteReactor<v1::GenerateEvent>,
       writing_ = false;
       if (!ok && !error_) error_ = grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
     }
-    if (!ok) engine_->Cancel(job_.job_id, this);
+    if (!ok) engine_->Cancel(job_.principal, job_.job_id, this);
     Pump();
   }
 
-  void OnCancel() override { engine_->Cancel(job_.job_id, this); }
+  void OnCancel() override { engine_->Cancel(job_.principal, job_.job_id, this); }
 
   void OnDone() override { self_.reset(); }
 
@@ -244,10 +257,10 @@ class GenerateImagesReactor : public grpc::ServerUnaryReactor,
       : engine_(engine), metrics_(metrics), log_(log), response_(response) {}
 
   void Begin(grpc::CallbackServerContext* context, const v1::GenerateRequest& request,
-             const std::string& default_model) {
+             const Principal& principal, const std::string& default_model) {
     self_ = shared_from_this();
-    absl::Status status = Admit(request, *context, *engine_, *metrics_, log_, default_model, /*with_previews=*/false,
-                                self_, &job_);
+    absl::Status status = Admit(request, *context, principal, *engine_, *metrics_, log_, default_model,
+                                /*with_previews=*/false, self_, &job_);
     if (!status.ok()) OnError(status);
   }
 
@@ -263,7 +276,7 @@ class GenerateImagesReactor : public grpc::ServerUnaryReactor,
     Finish(ToGrpcStatus(status));
   }
 
-  void OnCancel() override { engine_->Cancel(job_.job_id, this); }
+  void OnCancel() override { engine_->Cancel(job_.principal, job_.job_id, this); }
   void OnDone() override { self_.reset(); }
 
  private:
@@ -306,24 +319,46 @@ grpc::ServerUnaryReactor* Answered(grpc::CallbackServerContext* context, const g
 
 }  // namespace
 
-grpc::Status ImageGeneratorService::Authenticate(const grpc::CallbackServerContext& context,
-                                                 const char* method) const {
-  if (tokens_ == nullptr) return grpc::Status::OK;
-  const absl::Status status = tokens_->Check(context.client_metadata());
-  if (status.ok()) return grpc::Status::OK;
-  metrics_->OnUnauthenticated();
-  // The method and the peer help an operator find a misconfigured client; the message never
-  // holds the presented token.
-  if (log_) {
-    log_->LogEvent("request", {{"method", method}, {"outcome", "refused"}, {"code", "UNAUTHENTICATED"},
-                               {"message", std::string(status.message())}, {"peer", context.peer()}});
+absl::StatusOr<Principal> ImageGeneratorService::Authenticate(const grpc::CallbackServerContext& context,
+                                                              const char* method) const {
+  if (access_.tokens != nullptr) {
+    absl::StatusOr<Principal> principal = access_.tokens->Check(context.client_metadata());
+    if (principal.ok()) return principal;
+    metrics_->OnUnauthenticated();
+    // The method and the peer help an operator find a misconfigured client; the message never
+    // holds the presented token. Rate-limited: a flood of bad calls cannot flood the log.
+    if (log_ && !log_->LogRefusedCall({{"method", method}, {"outcome", "refused"}, {"code", "UNAUTHENTICATED"},
+                                       {"message", std::string(principal.status().message())},
+                                       {"peer", ClipForEcho(context.peer())}})) {
+      metrics_->OnLogLineSuppressed();
+    }
+    return principal.status();
   }
-  return ToGrpcStatus(status);
+  Principal principal;
+  principal.max_priority = access_.default_max_priority;
+  if (access_.client_cert_principals) {
+    // gRPC has verified the certificate against --tls_client_ca before any method runs.
+    const std::shared_ptr<const grpc::AuthContext> auth = context.auth_context();
+    std::string subject;
+    if (auth != nullptr) {
+      for (const grpc::string_ref& v : auth->FindPropertyValues("x509_subject")) subject.assign(v.data(), v.size());
+      if (subject.empty()) {
+        for (const grpc::string_ref& v : auth->GetPeerIdentity()) {
+          subject.assign(v.data(), v.size());
+          break;
+        }
+      }
+    }
+    principal.name = absl::StrCat("cert:", subject);
+  }
+  return principal;
 }
 
 grpc::Status ImageGeneratorService::Gate(const grpc::CallbackServerContext& context, const char* method,
-                                         Engine** engine) const {
-  if (grpc::Status denied = Authenticate(context, method); !denied.ok()) return denied;
+                                         Engine** engine, Principal* principal) const {
+  absl::StatusOr<Principal> caller = Authenticate(context, method);
+  if (!caller.ok()) return ToGrpcStatus(caller.status());
+  *principal = *std::move(caller);
   *engine = engine_.load(std::memory_order_acquire);
   return *engine == nullptr ? Loading() : grpc::Status::OK;
 }
@@ -331,9 +366,12 @@ grpc::Status ImageGeneratorService::Gate(const grpc::CallbackServerContext& cont
 grpc::ServerWriteReactor<v1::GenerateEvent>* ImageGeneratorService::Generate(
     grpc::CallbackServerContext* context, const v1::GenerateRequest* request) {
   Engine* engine = nullptr;
-  if (grpc::Status refused = Gate(*context, "Generate", &engine); !refused.ok()) return new RefusedStream(refused);
+  Principal principal;
+  if (grpc::Status refused = Gate(*context, "Generate", &engine, &principal); !refused.ok()) {
+    return new RefusedStream(refused);
+  }
   auto reactor = std::make_shared<GenerateReactor>(engine, metrics_, log_);
-  reactor->Begin(context, *request, default_model_);
+  reactor->Begin(context, *request, principal, default_model_);
   return reactor.get();  // Kept alive by its own self_ until OnDone.
 }
 
@@ -341,9 +379,12 @@ grpc::ServerUnaryReactor* ImageGeneratorService::GenerateImages(grpc::CallbackSe
                                                                 const v1::GenerateRequest* request,
                                                                 v1::GenerateResponse* response) {
   Engine* engine = nullptr;
-  if (grpc::Status refused = Gate(*context, "GenerateImages", &engine); !refused.ok()) return Answered(context, refused);
+  Principal principal;
+  if (grpc::Status refused = Gate(*context, "GenerateImages", &engine, &principal); !refused.ok()) {
+    return Answered(context, refused);
+  }
   auto reactor = std::make_shared<GenerateImagesReactor>(engine, metrics_, log_, response);
-  reactor->Begin(context, *request, default_model_);
+  reactor->Begin(context, *request, principal, default_model_);
   return reactor.get();
 }
 
@@ -351,13 +392,18 @@ grpc::ServerUnaryReactor* ImageGeneratorService::CancelJob(grpc::CallbackServerC
                                                            const v1::CancelJobRequest* request,
                                                            v1::CancelJobResponse* response) {
   Engine* engine = nullptr;
-  if (grpc::Status refused = Gate(*context, "CancelJob", &engine); !refused.ok()) return Answered(context, refused);
+  Principal principal;
+  if (grpc::Status refused = Gate(*context, "CancelJob", &engine, &principal); !refused.ok()) {
+    return Answered(context, refused);
+  }
   if (request->job_id().empty()) {
     return Answered(context, grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "job_id is empty; name the job to cancel"));
   }
-  if (!engine->Cancel(request->job_id())) {
+  // Only the caller's own jobs: another client's job with that id is as unknown as none.
+  if (!engine->Cancel(principal.name, request->job_id())) {
     return Answered(context, grpc::Status(grpc::StatusCode::NOT_FOUND,
-                                          "job_id \"" + request->job_id() + "\" is not queued or running"));
+                                          absl::StrCat("job_id \"", ClipForEcho(request->job_id()),
+                                                       "\" is not one of your queued or running jobs")));
   }
   response->set_cancelled(true);
   return Answered(context, grpc::Status::OK);
@@ -367,7 +413,10 @@ grpc::ServerUnaryReactor* ImageGeneratorService::ListModels(grpc::CallbackServer
                                                             const v1::ListModelsRequest*,
                                                             v1::ListModelsResponse* response) {
   Engine* engine = nullptr;
-  if (grpc::Status refused = Gate(*context, "ListModels", &engine); !refused.ok()) return Answered(context, refused);
+  Principal principal;
+  if (grpc::Status refused = Gate(*context, "ListModels", &engine, &principal); !refused.ok()) {
+    return Answered(context, refused);
+  }
   for (const ModelConfig* m : engine->models()) {
     v1::ModelInfo* info = response->add_models();
     info->set_name(m->name);

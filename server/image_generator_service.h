@@ -23,14 +23,25 @@
 
 namespace imagegen {
 
+// Who a call is (Principal, auth.h): the bearer token's principal when `tokens` is set; else,
+// with `client_cert_principals` (mutual TLS), the client certificate's subject; else the one
+// shared principal. Principals without a max_priority of their own get `default_max_priority`.
+struct ServiceAccess {
+  const BearerTokenChecker* tokens = nullptr;
+  bool client_cert_principals = false;
+  int default_max_priority = 0;
+};
+
 // Thread-safe. `engine` and `metrics` must outlive the service and every call it started.
 class ImageGeneratorService final : public v1::ImageGenerator::CallbackService {
  public:
-  // `log` may be null. `tokens` may be null (every call allowed); otherwise it must outlive the
-  // service, and calls without one of its tokens are answered UNAUTHENTICATED. Until Ready, every
-  // allowed call is answered UNAVAILABLE (models loading).
-  ImageGeneratorService(Metrics* metrics, RequestLog* log, const BearerTokenChecker* tokens = nullptr)
-      : metrics_(metrics), log_(log), tokens_(tokens) {}
+  using Access = ServiceAccess;
+
+  // `log` may be null. `access.tokens` may be null (every call allowed); otherwise it must outlive
+  // the service, and calls without one of its tokens are answered UNAUTHENTICATED. Until Ready,
+  // every allowed call is answered UNAVAILABLE (models loading).
+  ImageGeneratorService(Metrics* metrics, RequestLog* log, Access access = Access())
+      : metrics_(metrics), log_(log), access_(access) {}
 
   // Starts serving with `engine`, whose models are loaded. Call once.
   void Ready(Engine* engine, std::string default_model) {
@@ -53,16 +64,18 @@ class ImageGeneratorService final : public v1::ImageGenerator::CallbackService {
   const std::string& default_model() const { return default_model_; }
 
  private:
-  // OK when the call may go on; otherwise UNAUTHENTICATED, logged as refused (never the token).
-  grpc::Status Authenticate(const grpc::CallbackServerContext& context, const char* method) const;
-  // What every method checks first: the token, then that the models are loaded (UNAVAILABLE
-  // until Ready). On OK, `*engine` is the engine to serve the call with.
-  grpc::Status Gate(const grpc::CallbackServerContext& context, const char* method, Engine** engine) const;
+  // The call's principal when it may go on; otherwise UNAUTHENTICATED, logged as refused (never
+  // the token; rate-limited).
+  absl::StatusOr<Principal> Authenticate(const grpc::CallbackServerContext& context, const char* method) const;
+  // What every method checks first: the caller, then that the models are loaded (UNAVAILABLE
+  // until Ready). On OK, `*engine` is the engine to serve the call with and `*principal` the caller.
+  grpc::Status Gate(const grpc::CallbackServerContext& context, const char* method, Engine** engine,
+                    Principal* principal) const;
 
   std::atomic<Engine*> engine_{nullptr};
   Metrics* metrics_;
   RequestLog* log_;
-  const BearerTokenChecker* const tokens_;
+  const Access access_;
   std::string default_model_;  // written by Ready before engine_ is published
 };
 

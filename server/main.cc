@@ -30,6 +30,9 @@ ABSL_FLAG(int, max_queue, 64, "Jobs that may wait in the queue; beyond it reques
 ABSL_FLAG(std::vector<std::string>, devices, {"cpu"},
           "Comma-separated Torch devices, one worker (with its own model replicas) each: cpu, or "
           "cuda:0,cuda:1,...");
+ABSL_FLAG(std::string, dtype, "float32",
+          "What the models compute in: float32, float16 or bfloat16 (the last two on CUDA devices only; the "
+          "samplers keep float32 latents, and a VAE decode that comes out non-finite is redone in float32).");
 ABSL_FLAG(int, max_batch_rows, 32, "UNet rows per batched call (guidance counts two rows per image).");
 ABSL_FLAG(int, max_queue_delay_ms, 0, "How long an idle worker waits for queued work to fill a first batch.");
 ABSL_FLAG(std::string, batching, "step",
@@ -70,9 +73,22 @@ ABSL_FLAG(std::string, tls_client_ca, "",
           "PEM CA certificate(s): mutual TLS, every client must present a certificate they signed. Needs "
           "--tls_cert and --tls_key.");
 ABSL_FLAG(std::string, auth_tokens_file, "",
-          "File of bearer tokens, one per line ('#' comments and blank lines skipped): API calls must send "
-          "the metadata \"authorization: Bearer TOKEN\" with one of them, else UNAUTHENTICATED. Health and "
+          "File of bearer tokens, one per line as TOKEN or NAME:TOKEN, optionally followed by "
+          "max_priority=N ('#' comments and blank lines skipped): API calls must send the metadata "
+          "\"authorization: Bearer TOKEN\" with one of them, else UNAUTHENTICATED. Each NAME is a client "
+          "(principal) with its own job ids, queue share and fair share of the workers. Health and "
           "reflection stay open. Empty: no tokens needed.");
+ABSL_FLAG(int, max_queue_per_client, imagegen::ServerOptions{}.max_queue_per_client,
+          "Jobs one client (token name, or client certificate under mutual TLS) may have waiting; beyond "
+          "it RESOURCE_EXHAUSTED. 0: only --max_queue. Without tokens or mutual TLS all callers are one "
+          "client and only --max_queue applies.");
+ABSL_FLAG(int, max_priority, imagegen::ServerOptions{}.max_priority,
+          "Highest GenerateRequest.priority a client may ask unless its line in --auth_tokens_file says "
+          "max_priority=N; higher is refused PERMISSION_DENIED. Priority orders a client's own jobs only.");
+ABSL_FLAG(double, max_work, 0,
+          "Most work one request may ask, in units of UNet rows (images, x2 with guidance) x UNet calls "
+          "(steps that run, x2 for heun) x megapixels per image; more is refused INVALID_ARGUMENT. 0: per "
+          "model, 512 x the work of the model's default request.");
 
 namespace {
 
@@ -99,7 +115,22 @@ int main(int argc, char** argv) {
   options.tls_client_ca = absl::GetFlag(FLAGS_tls_client_ca);
   options.auth_tokens_file = absl::GetFlag(FLAGS_auth_tokens_file);
   options.engine.max_queue = absl::GetFlag(FLAGS_max_queue);
+  options.max_queue_per_client = absl::GetFlag(FLAGS_max_queue_per_client);
+  options.max_priority = absl::GetFlag(FLAGS_max_priority);
+  if (options.max_queue_per_client < 0 || options.max_priority < imagegen::kMinPriority ||
+      options.max_priority > imagegen::kMaxPriority) {
+    std::cerr << "imagegen-server: --max_queue_per_client is " << options.max_queue_per_client
+              << " (allowed: >= 0) and --max_priority is " << options.max_priority << " (allowed: "
+              << imagegen::kMinPriority << " to " << imagegen::kMaxPriority << ")\n";
+    return 2;
+  }
   options.engine.devices = absl::GetFlag(FLAGS_devices);
+  if (auto precision = imagegen::ParsePrecision(absl::GetFlag(FLAGS_dtype)); precision.ok()) {
+    options.engine.precision = *precision;
+  } else {
+    std::cerr << "imagegen-server: --" << precision.status().message() << "\n";
+    return 2;
+  }
   options.engine.max_batch_rows = absl::GetFlag(FLAGS_max_batch_rows);
   options.engine.max_queue_delay = absl::Milliseconds(absl::GetFlag(FLAGS_max_queue_delay_ms));
   options.engine.priority_aging = absl::Milliseconds(std::max(1, absl::GetFlag(FLAGS_priority_aging_ms)));
@@ -117,6 +148,7 @@ int main(int argc, char** argv) {
   options.engine.limits.max_image_side = absl::GetFlag(FLAGS_max_image_side);
   options.engine.limits.max_pixels = absl::GetFlag(FLAGS_max_pixels);
   options.engine.limits.max_init_image_bytes = absl::GetFlag(FLAGS_max_init_image_bytes);
+  options.engine.limits.max_work = absl::GetFlag(FLAGS_max_work);
   options.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
 
   // Installed before the models load, so that a SIGTERM then still ends in an orderly exit.
@@ -131,7 +163,9 @@ int main(int argc, char** argv) {
   for (const imagegen::ModelConfig* m : (*server)->engine().models()) models.push_back(m->name);
   const char* transport = options.tls_cert.empty() ? "plaintext" : options.tls_client_ca.empty() ? "TLS" : "mutual TLS";
   const std::string access = absl::StrCat(
-      "access: ", transport, options.auth_tokens_file.empty() ? ", no token needed" : ", bearer tokens required");
+      "access: ", transport, options.auth_tokens_file.empty() ? ", no token needed" : ", bearer tokens required",
+      options.auth_tokens_file.empty() && options.tls_client_ca.empty() ? ", one shared client" : ", clients by ",
+      !options.auth_tokens_file.empty() ? "token name" : !options.tls_client_ca.empty() ? "certificate subject" : "");
   if (options.tls_cert.empty() && !options.auth_tokens_file.empty()) {
     std::cerr << "imagegen-server: warning: bearer tokens over plaintext can be read on the network; "
                  "set --tls_cert and --tls_key unless a proxy or mesh encrypts the traffic"
@@ -141,7 +175,8 @@ int main(int argc, char** argv) {
             << "), metrics on " << (options.metrics_listen.empty() ? std::string("none")
                                                                    : absl::StrCat("port ", (*server)->metrics_port(), "/metrics"))
             << "; " << access
-            << "; devices " << absl::StrJoin(options.engine.devices, ",") << " (" << batching
+            << "; devices " << absl::StrJoin(options.engine.devices, ",") << " ("
+            << imagegen::PrecisionName(options.engine.precision) << ", " << batching
             << "-level batching, " << options.engine.max_batch_rows << " rows); models: " << absl::StrJoin(models, ", ")
             << " (default " << (*server)->default_model() << ")" << std::endl;
 

@@ -70,6 +70,30 @@ Metrics::Metrics()
                             .Name("imagegen_preview_failures_total")
                             .Help("Due previews that could not be made (decode or encode failed); the job went on.")
                             .Register(*registry_)),
+      log_lines_suppressed_(prometheus::BuildCounter()
+                                .Name("imagegen_log_lines_suppressed_total")
+                                .Help("Log lines of refused calls (unauthenticated, invalid) dropped by the log's rate "
+                                      "limit.")
+                                .Register(*registry_)),
+      client_jobs_(prometheus::BuildCounter()
+                       .Name("imagegen_client_jobs_total")
+                       .Help("Accepted jobs by client (a name from --auth_tokens_file; other: client certificates; "
+                             "shared: no access control) and outcome.")
+                       .Register(*registry_)),
+      batch_splits_(prometheus::BuildCounter()
+                        .Name("imagegen_batch_splits_total")
+                        .Help("Batched UNet calls that ran out of memory and were retried as two calls of half the "
+                              "jobs each.")
+                        .Register(*registry_)),
+      vae_upcasts_(prometheus::BuildCounter()
+                       .Name("imagegen_vae_upcasts_total")
+                       .Help("VAE decodes that came out non-finite in half precision and were redone in float32.")
+                       .Register(*registry_)),
+      device_memory_(prometheus::BuildGauge()
+                         .Name("imagegen_device_memory_bytes")
+                         .Help("GPU memory of each CUDA device by kind: allocated (tensors) or reserved (the caching "
+                               "allocator's, allocated included).")
+                         .Register(*registry_)),
       queue_depth_(prometheus::BuildGauge()
                        .Name("imagegen_queue_depth")
                        .Help("Jobs waiting in the queue.")
@@ -87,6 +111,28 @@ void Metrics::OnInvalidRequest(const std::string& model) {
 
 void Metrics::OnUnauthenticated() {
   requests_.Add({{"model", "unknown"}, {"outcome", "unauthenticated"}}).Increment();
+}
+
+void Metrics::OnLogLineSuppressed() { log_lines_suppressed_.Add({}).Increment(); }
+
+void Metrics::SetClientNames(const std::vector<std::string>& names) {
+  client_names_ = absl::flat_hash_set<std::string>(names.begin(), names.end());
+}
+
+void Metrics::OnJobSummary(const JobSummary& s) {
+  const std::string client = client_names_.contains(s.principal) ? s.principal
+                             : s.principal.empty()               ? "shared"
+                                                                 : "other";
+  client_jobs_.Add({{"client", client}, {"outcome", JobOutcomeName(s.outcome)}}).Increment();
+}
+
+void Metrics::OnBatchSplit(const std::string& model, int) { batch_splits_.Add({{"model", model}}).Increment(); }
+
+void Metrics::OnVaeUpcast(const std::string& model, int count) { vae_upcasts_.Add({{"model", model}}).Increment(count); }
+
+void Metrics::OnDeviceMemory(const std::string& device, int64_t allocated_bytes, int64_t reserved_bytes) {
+  device_memory_.Add({{"device", device}, {"kind", "allocated"}}).Set(static_cast<double>(allocated_bytes));
+  device_memory_.Add({{"device", device}, {"kind", "reserved"}}).Set(static_cast<double>(reserved_bytes));
 }
 
 void Metrics::OnPreviewsSent(const std::string& model, int images) {

@@ -1,9 +1,12 @@
 #include "server/request_log.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "core/engine/job.h"
 
 namespace imagegen {
 namespace {
@@ -32,8 +35,8 @@ std::string Now() { return absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(),
 
 void RequestLog::OnJobSummary(const JobSummary& s) {
   Write(absl::StrFormat(
-      R"({"time":%s,"event":"request","job_id":%s,"model":%s,"outcome":%s,"queue_s":%.4f,"compute_s":%.4f,"images":%d%s})",
-      Quote(Now()), Quote(s.job_id), Quote(s.model), Quote(JobOutcomeName(s.outcome)),
+      R"({"time":%s,"event":"request","client":%s,"job_id":%s,"model":%s,"outcome":%s,"queue_s":%.4f,"compute_s":%.4f,"images":%d%s})",
+      Quote(Now()), Quote(ClipForEcho(s.principal)), Quote(s.job_id), Quote(s.model), Quote(JobOutcomeName(s.outcome)),
       absl::ToDoubleSeconds(s.queue), absl::ToDoubleSeconds(s.compute), s.images,
       s.message.empty() ? "" : absl::StrCat(",\"message\":", Quote(s.message))));
 }
@@ -44,9 +47,35 @@ void RequestLog::OnPreviewFailed(const std::string& model, const std::string& jo
                               {"message", std::string(status.message())}});
 }
 
-void RequestLog::LogRefused(const std::string& model, const std::string& code, const std::string& message) {
-  Write(absl::StrFormat(R"({"time":%s,"event":"request","model":%s,"outcome":"refused","code":%s,"message":%s})",
-                        Quote(Now()), Quote(model), Quote(code), Quote(message)));
+bool RequestLog::TakeRefusalToken(int64_t* suppressed) {
+  absl::MutexLock lock(&limit_mu_);
+  const absl::Time now = absl::Now();
+  if (refilled_ != absl::InfinitePast()) {
+    tokens_ = std::min(kRefusalBurst, tokens_ + absl::ToDoubleSeconds(now - refilled_) * kRefusalsPerSecond);
+  }
+  refilled_ = now;
+  if (tokens_ < 1) {
+    ++suppressed_;
+    return false;
+  }
+  tokens_ -= 1;
+  *suppressed = suppressed_;
+  suppressed_ = 0;
+  return true;
+}
+
+bool RequestLog::LogRefused(const std::string& model, const std::string& code, const std::string& message) {
+  return LogRefusedCall({{"model", model}, {"outcome", "refused"}, {"code", code}, {"message", message}});
+}
+
+bool RequestLog::LogRefusedCall(const std::vector<std::pair<std::string, std::string>>& fields) {
+  int64_t suppressed = 0;
+  if (!TakeRefusalToken(&suppressed)) return false;
+  std::string line = absl::StrCat("{\"time\":", Quote(Now()), ",\"event\":\"request\"");
+  for (const auto& [k, v] : fields) absl::StrAppend(&line, ",", Quote(k), ":", Quote(v));
+  if (suppressed > 0) absl::StrAppend(&line, ",\"suppressed\":", suppressed);
+  Write(line + "}");
+  return true;
 }
 
 void RequestLog::LogEvent(const std::string& event, const std::vector<std::pair<std::string, std::string>>& fields) {

@@ -3,7 +3,7 @@
 #include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "core/image/jpeg_codec.h"
+#include "core/image/image_codec.h"
 
 namespace imagegen {
 namespace {
@@ -47,7 +47,7 @@ absl::StatusOr<JobRequest> ToJobRequest(const v1::GenerateRequest& in, const Eng
   if (model == nullptr) {
     std::string names;
     for (const ModelConfig* m : engine.models()) absl::StrAppend(&names, names.empty() ? "" : ", ", m->name);
-    return absl::NotFoundError(absl::StrCat("model is \"", r.model.substr(0, 128), "\", which is not loaded; loaded: ", names));
+    return absl::NotFoundError(absl::StrCat("model is \"", ClipForEcho(r.model), "\", which is not loaded; loaded: ", names));
   }
   auto output_format = FormatOf("output_format", in.output_format());
   if (!output_format.ok()) return output_format.status();
@@ -66,13 +66,16 @@ absl::StatusOr<JobRequest> ToJobRequest(const v1::GenerateRequest& in, const Eng
       return absl::InvalidArgumentError(absl::StrCat("init_image is ", in.init_image().size(),
                                                      " bytes; allowed: at most ", limits.max_init_image_bytes));
     }
-    // Bounded before decoding: one image of the request's size can hold at most all its pixels.
-    auto decoded = DecodeImage(in.init_image(), DecodeLimits{limits.max_image_side, limits.max_pixels});
-    if (!decoded.ok()) {
+    // Only the header here, on the RPC thread: the size it declares is checked with the other
+    // fields, and the worker decodes the image when the job starts (StepScheduler), bounded to it.
+    auto header = PeekImageHeader(in.init_image());
+    if (!header.ok()) {
       return absl::InvalidArgumentError(absl::StrCat("init_image (", in.init_image().size(), " bytes) is ",
-                                                     decoded.status().message(), "; allowed: a PNG or JPEG"));
+                                                     header.status().message(), "; allowed: a PNG or JPEG"));
     }
-    r.init_image = *std::move(decoded);
+    r.init_image_encoded = in.init_image();
+    r.init_image_encoded_width = header->width;
+    r.init_image_encoded_height = header->height;
   }
   r.strength = in.strength();
   if (in.job_id().empty()) {
@@ -82,7 +85,7 @@ absl::StatusOr<JobRequest> ToJobRequest(const v1::GenerateRequest& in, const Eng
     bool ok = id.size() <= 64;
     for (char c : id) ok = ok && IsJobIdChar(c);
     if (!ok) {
-      return absl::InvalidArgumentError(absl::StrCat("job_id is \"", id.substr(0, 80),
+      return absl::InvalidArgumentError(absl::StrCat("job_id is \"", ClipForEcho(id),
                                                      "\"; allowed: 1 to 64 characters of A-Z a-z 0-9 . _ -"));
     }
     r.job_id = id;
@@ -92,9 +95,9 @@ absl::StatusOr<JobRequest> ToJobRequest(const v1::GenerateRequest& in, const Eng
   // uint32 fields above INT_MAX are clamped so that validation reports them as too large.
   auto as_int = [](uint32_t v) { return static_cast<int>(std::min<uint32_t>(v, 1u << 30)); };
   // Image to image takes its size from the init image unless the request names one.
-  const bool has_init = !r.init_image.pixels.empty();
-  r.width = in.width() != 0 ? as_int(in.width()) : has_init ? r.init_image.width : model->default_width;
-  r.height = in.height() != 0 ? as_int(in.height()) : has_init ? r.init_image.height : model->default_height;
+  const bool has_init = r.has_init_image();
+  r.width = in.width() != 0 ? as_int(in.width()) : has_init ? r.init_image_width() : model->default_width;
+  r.height = in.height() != 0 ? as_int(in.height()) : has_init ? r.init_image_height() : model->default_height;
   r.steps = in.steps() == 0 ? model->default_steps : as_int(in.steps());
   r.guidance_scale = in.guidance_scale() == 0 ? model->default_guidance_scale : in.guidance_scale();
   r.sampler = in.sampler().empty() ? model->default_sampler : in.sampler();

@@ -66,11 +66,12 @@ absl::StatusOr<std::unique_ptr<ImageGenServer>> ImageGenServer::Start(const Serv
   auto credentials = ServerCredentials(options);
   if (!credentials.ok()) return credentials.status();
   if (!options.auth_tokens_file.empty()) {
-    auto tokens = BearerTokenChecker::FromFile(options.auth_tokens_file);
+    auto tokens = BearerTokenChecker::FromFile(options.auth_tokens_file, options.max_priority);
     if (!tokens.ok()) return tokens.status();
     s->tokens_ = *std::move(tokens);
   }
   s->metrics_ = std::make_unique<Metrics>();
+  if (s->tokens_ != nullptr) s->metrics_->SetClientNames(s->tokens_->principal_names());
   std::vector<EngineObserver*> observers = {s->metrics_.get()};
   if (options.request_log) {
     s->request_log_ = std::make_unique<RequestLog>();
@@ -93,7 +94,12 @@ absl::StatusOr<std::unique_ptr<ImageGenServer>> ImageGenServer::Start(const Serv
 
   // The gRPC port opens first, answering NOT_SERVING on health (and UNAVAILABLE on the API)
   // while the models load, so that an orchestrator sees a live but not yet ready server.
-  s->service_ = std::make_unique<ImageGeneratorService>(s->metrics_.get(), s->request_log_.get(), s->tokens_.get());
+  const bool principals = s->tokens_ != nullptr || !options.tls_client_ca.empty();
+  ImageGeneratorService::Access access;
+  access.tokens = s->tokens_.get();
+  access.client_cert_principals = !options.tls_client_ca.empty();
+  access.default_max_priority = options.max_priority;
+  s->service_ = std::make_unique<ImageGeneratorService>(s->metrics_.get(), s->request_log_.get(), access);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -111,7 +117,9 @@ absl::StatusOr<std::unique_ptr<ImageGenServer>> ImageGenServer::Start(const Serv
 
   auto dirs = FindBundleDirs(options.model_dir);
   if (!dirs.ok()) return dirs.status();
-  auto engine = Engine::Create(options.engine, *dirs, s->observers_.get());
+  Engine::Options engine_options = options.engine;
+  engine_options.max_queue_per_principal = principals ? options.max_queue_per_client : 0;
+  auto engine = Engine::Create(engine_options, *dirs, s->observers_.get());
   if (!engine.ok()) return engine.status();
   s->engine_ = *std::move(engine);
 

@@ -26,7 +26,13 @@ struct ServerOptions {
   std::string tls_cert;                         // PEM certificate chain of the server
   std::string tls_key;                          // PEM private key of tls_cert
   std::string tls_client_ca;                    // PEM CA(s) that must sign a client's certificate
-  std::string auth_tokens_file;                 // bearer tokens, one per line
+  std::string auth_tokens_file;                 // bearer tokens, one per line (auth.h)
+  // Principals (auth.h): the highest priority a principal without its own max_priority may ask,
+  // and the jobs each principal may have queued when there are principals to tell apart (tokens
+  // or mutual TLS; 0: no bound but engine.max_queue). Without either, all callers are one
+  // principal and only engine.max_queue bounds the queue.
+  int max_priority = 0;
+  int max_queue_per_client = 16;
   std::string model_dir;                        // one bundle, or a folder of bundles
   std::string default_model;                    // empty: the first bundle by folder name
   bool request_log = true;                      // one JSON line per request on stderr

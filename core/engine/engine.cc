@@ -5,7 +5,9 @@
 
 #include <mutex>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "core/engine/device_memory.h"
 #include "core/engine/generation.h"
 #include "core/engine/step_scheduler.h"
 #include "core/model/model_bundle.h"
@@ -41,7 +43,7 @@ Engine::Engine(const Options& options, const Clock* clock, EngineObserver* obser
     : options_(options),
       clock_(clock != nullptr ? clock : &real_clock_),
       observer_(observer),
-      queue_(options.max_queue, options.priority_aging, clock_, [observer](int size) {
+      queue_(options.max_queue, options.max_queue_per_principal, options.priority_aging, clock_, [observer](int size) {
         if (observer != nullptr) observer->OnQueueDepth(size);
       }) {}
 
@@ -50,6 +52,10 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const Options& options,
                                                       EngineObserver* observer) {
   if (options.max_queue < 1) {
     return absl::InvalidArgumentError(absl::StrCat("max_queue is ", options.max_queue, "; must be >= 1"));
+  }
+  if (options.max_queue_per_principal < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_queue_per_principal is ", options.max_queue_per_principal, "; must be >= 0"));
   }
   if (options.max_batch_rows < 1) {
     return absl::InvalidArgumentError(absl::StrCat("max_batch_rows is ", options.max_batch_rows, "; must be >= 1"));
@@ -62,7 +68,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const Options& options,
   for (const std::string& device : options.devices) {
     std::vector<ModelBundle*> replicas;
     for (const std::string& dir : bundle_dirs) {
-      auto bundle = ModelBundle::Load(dir, device);
+      auto bundle = ModelBundle::Load(dir, device, options.precision);
       if (!bundle.ok()) return bundle.status();
       replicas.push_back(bundle->get());
       if (device == options.devices.front()) {
@@ -79,7 +85,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const Options& options,
     engine->owned_pipelines_.push_back(std::make_unique<GenerationPipeline>(std::move(replicas)));
     pipelines.push_back(engine->owned_pipelines_.back().get());
   }
-  engine->StartWorkers(std::move(pipelines));
+  engine->StartWorkers(std::move(pipelines), options.devices);
   return engine;
 }
 
@@ -88,13 +94,14 @@ std::unique_ptr<Engine> Engine::CreateForTest(const Options& options, std::vecto
                                               EngineObserver* observer) {
   std::unique_ptr<Engine> engine(new Engine(options, clock, observer));
   engine->configs_ = std::move(models);
-  engine->StartWorkers(std::move(pipelines));
+  engine->StartWorkers(std::move(pipelines), {});
   return engine;
 }
 
-void Engine::StartWorkers(std::vector<Pipeline*> pipelines) {
-  for (Pipeline* pipeline : pipelines) {
-    workers_.emplace_back([this, pipeline] { WorkerLoop(pipeline); });
+void Engine::StartWorkers(std::vector<Pipeline*> pipelines, std::vector<std::string> devices) {
+  devices.resize(pipelines.size());
+  for (size_t i = 0; i < pipelines.size(); ++i) {
+    workers_.emplace_back([this, pipeline = pipelines[i], device = devices[i]] { WorkerLoop(pipeline, device); });
   }
 }
 
@@ -125,25 +132,25 @@ absl::Status Engine::Submit(JobRequest request, std::shared_ptr<JobListener> lis
     absl::MutexLock lock(&mu_);
     if (shutting_down_) return absl::UnavailableError("the server is shutting down");
     if (!accepting_) return absl::UnavailableError("the server is draining; retry on another replica");
-    if (jobs_.contains(job->request.job_id)) {
+    if (jobs_.contains(JobKey(job->request.principal, job->request.job_id))) {
       return absl::AlreadyExistsError(absl::StrCat("job_id \"", job->request.job_id,
-                                                   "\" is already queued or running"));
+                                                   "\" is already one of your queued or running jobs"));
     }
     job->sequence = next_sequence_++;
     // Registered before it is queued, so that a worker that takes it at once finds it.
-    jobs_[job->request.job_id] = job;
+    jobs_[JobKey(job->request.principal, job->request.job_id)] = job;
   }
   if (absl::Status s = queue_.Push(job); !s.ok()) {
     absl::MutexLock lock(&mu_);
-    jobs_.erase(job->request.job_id);
+    jobs_.erase(JobKey(job->request.principal, job->request.job_id));
     if (s.code() == absl::StatusCode::kResourceExhausted && observer_) observer_->OnJobRejected(job->request.model);
     return s;
   }
   return absl::OkStatus();
 }
 
-bool Engine::Cancel(const std::string& job_id, const JobListener* owner) {
-  if (std::shared_ptr<Job> queued = queue_.Remove(job_id, owner)) {
+bool Engine::Cancel(const std::string& principal, const std::string& job_id, const JobListener* owner) {
+  if (std::shared_ptr<Job> queued = queue_.Remove(principal, job_id, owner)) {
     // gRPC cancels a call whose deadline passed: end it as what it is (StepScheduler::StopStatus
     // does the same for a running job).
     Finish(*queued,
@@ -154,7 +161,7 @@ bool Engine::Cancel(const std::string& job_id, const JobListener* owner) {
     return true;
   }
   absl::MutexLock lock(&mu_);
-  auto it = jobs_.find(job_id);
+  auto it = jobs_.find(JobKey(principal, job_id));
   if (it == jobs_.end() || (owner != nullptr && it->second->events.listener() != owner)) return false;
   // Running (or between the queue and a worker): the worker ends it at the next step boundary,
   // unless it has already claimed the job's result (kFinishing): then it is too late.
@@ -192,7 +199,7 @@ void Engine::Shutdown() {
   joined_ = true;
 }
 
-void Engine::WorkerLoop(Pipeline* pipeline) {
+void Engine::WorkerLoop(Pipeline* pipeline, const std::string& device) {
   // Thread settings are per thread under OpenMP: set them on the thread that runs the models.
   if (options_.intra_op_threads > 0) at::set_num_threads(options_.intra_op_threads);
   c10::InferenceMode inference_mode;
@@ -202,7 +209,15 @@ void Engine::WorkerLoop(Pipeline* pipeline) {
   StepScheduler scheduler(
       options, &queue_, pipeline, clock_, observer_, [this](Job& job) { OnJobStarted(job); },
       [this](Job& job, absl::Status status, JobResult* result) { Finish(job, std::move(status), result); });
+  const bool report_memory = observer_ != nullptr && absl::StartsWith(device, "cuda");
+  absl::Time memory_reported = absl::InfinitePast();
   while (!stop_workers_.load()) {
+    if (report_memory && absl::Now() - memory_reported >= absl::Seconds(1)) {
+      for (const DeviceMemory& m : QueryDeviceMemory({device})) {
+        observer_->OnDeviceMemory(m.device, m.allocated_bytes, m.reserved_bytes);
+      }
+      memory_reported = absl::Now();
+    }
     if (scheduler.Tick()) continue;
     // Idle: wait for work, then give a first batch up to max_queue_delay to fill.
     if (queue_.WaitForJob(absl::Now() + absl::Milliseconds(100)) && options_.max_queue_delay > absl::ZeroDuration()) {
@@ -242,7 +257,7 @@ void Engine::Finish(Job& job, absl::Status status, JobResult* result) {
   if (observer_) {
     observer_->OnJobFinished(job.request.model, OutcomeOf(status), total, images);
     const absl::Duration queue = job.started.load() ? job.started_at - job.accepted_at : total;
-    observer_->OnJobSummary({job.request.job_id, job.request.model, OutcomeOf(status),
+    observer_->OnJobSummary({job.request.principal, job.request.job_id, job.request.model, OutcomeOf(status),
                              std::string(status.message()), queue, total - queue, images});
   }
   {
@@ -251,7 +266,7 @@ void Engine::Finish(Job& job, absl::Status status, JobResult* result) {
     // whoever WaitUntilIdle lets go finds the metrics and the request log complete. Compare
     // pointers so that a newer job with the same id stays.
     absl::MutexLock lock(&mu_);
-    auto it = jobs_.find(job.request.job_id);
+    auto it = jobs_.find(JobKey(job.request.principal, job.request.job_id));
     if (it != jobs_.end() && it->second.get() == &job) jobs_.erase(it);
   }
   std::optional<JobResult> delivered;

@@ -14,6 +14,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -26,6 +27,7 @@
 #include "core/engine/job.h"
 #include "core/engine/job_queue.h"
 #include "core/model/model_config.h"
+#include "core/model/precision.h"
 
 namespace imagegen {
 
@@ -39,8 +41,13 @@ class Engine {
   struct Options {
     // Jobs that may wait in the queue (running jobs not counted). A full queue refuses at once.
     int max_queue = 64;
+    // Jobs one principal (JobRequest::principal) may have waiting; 0: no bound but max_queue.
+    int max_queue_per_principal = 0;
     // One worker per device, each with its own model replicas: "cpu" or "cuda:N".
     std::vector<std::string> devices = {"cpu"};
+    // What the modules compute in (cast at load; float16 and bfloat16 on CUDA devices only). The
+    // samplers keep float32 latents and cast at the UNet's boundary (generation.h).
+    Precision precision = Precision::kFloat32;
     // LibTorch intra-op threads of each worker; 0: LibTorch's default (one per physical core).
     // OpenMP settings are per thread: each worker sets its own.
     int intra_op_threads = 0;
@@ -87,18 +94,20 @@ class Engine {
   // Queues a job. On OK the engine shares ownership of `listener`, which hears OnAccepted before
   // any other event (JobEvents, job.h) and will hear exactly one OnResult or OnError. Otherwise
   // the listener hears nothing and the status says why: NOT_FOUND (unknown model),
-  // INVALID_ARGUMENT (a field, see ValidateJobRequest), ALREADY_EXISTS (job id in use),
-  // RESOURCE_EXHAUSTED (queue full), UNAVAILABLE (shutting down). Never blocks on a worker, and
+  // INVALID_ARGUMENT (a field, see ValidateJobRequest), ALREADY_EXISTS (the principal already
+  // has a queued or running job with that id), RESOURCE_EXHAUSTED (the queue or the principal's
+  // share of it is full), UNAVAILABLE (shutting down). Never blocks on a worker, and
   // calls no listener under an engine lock (lock order in job.h).
   absl::Status Submit(JobRequest request, std::shared_ptr<JobListener> listener);
 
-  // Cancels a queued or running job: a queued one ends now, a running one at its next step
+  // Cancels the principal's queued or running job `job_id` (another principal's job with that id
+  // is not found): a queued one ends now, a running one at its next step
   // boundary, both with CANCELLED (DEADLINE_EXCEEDED once the job's deadline has passed, as when
   // gRPC cancels a call at its deadline). False when no such job is queued or running, or when
   // its end is already decided (its result is being decoded, or it failed). With `owner`, only
   // the job whose listener that is: a call cancels its own job, never a later one that reused
   // the id or the one whose id made it ALREADY_EXISTS.
-  bool Cancel(const std::string& job_id, const JobListener* owner = nullptr);
+  bool Cancel(const std::string& principal, const std::string& job_id, const JobListener* owner = nullptr);
 
   // Stops admission: Submit answers UNAVAILABLE from now on; queued and running jobs go on.
   void StopAccepting();
@@ -114,8 +123,9 @@ class Engine {
 
  private:
   Engine(const Options& options, const Clock* clock, EngineObserver* observer);
-  void StartWorkers(std::vector<Pipeline*> pipelines);
-  void WorkerLoop(Pipeline* pipeline);
+  void StartWorkers(std::vector<Pipeline*> pipelines, std::vector<std::string> devices);
+  // `device` is the worker's ("" for a test's pipeline): its memory is reported while it works.
+  void WorkerLoop(Pipeline* pipeline, const std::string& device);
   void OnJobStarted(Job& job);
   // Ends a job: observer, registry, then its listener.
   void Finish(Job& job, absl::Status status, JobResult* result);
@@ -130,8 +140,9 @@ class Engine {
   JobQueue queue_;
 
   mutable absl::Mutex mu_;
-  // Every queued and running job by id (for duplicates and Cancel).
-  absl::flat_hash_map<std::string, std::shared_ptr<Job>> jobs_ ABSL_GUARDED_BY(mu_);
+  // Every queued and running job by principal and id (for duplicates and Cancel).
+  using JobKey = std::pair<std::string, std::string>;
+  absl::flat_hash_map<JobKey, std::shared_ptr<Job>> jobs_ ABSL_GUARDED_BY(mu_);
   uint64_t next_sequence_ ABSL_GUARDED_BY(mu_) = 0;
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
   bool accepting_ ABSL_GUARDED_BY(mu_) = true;

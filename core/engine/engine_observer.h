@@ -2,6 +2,7 @@
 #ifndef IMAGEGEN_CORE_ENGINE_ENGINE_OBSERVER_H_
 #define IMAGEGEN_CORE_ENGINE_ENGINE_OBSERVER_H_
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -33,6 +34,15 @@ class EngineObserver {
   // `duration`.
   virtual void OnModelCall(const std::string& model, int rows, int job_steps,
                            absl::Duration duration) {}
+  // A model call of `rows` rows ran out of memory and is retried as two calls of half its jobs
+  // each (StepScheduler); its jobs fail RESOURCE_EXHAUSTED only when a single job still does.
+  virtual void OnBatchSplit(const std::string& model, int rows) {}
+  // `count` VAE decodes of a job came out non-finite in half precision and were redone in
+  // float32 (as diffusers' force_upcast).
+  virtual void OnVaeUpcast(const std::string& model, int count) {}
+  // A CUDA device's memory: what tensors hold, and what the caching allocator holds (reported by
+  // its worker, at most once a second while it works).
+  virtual void OnDeviceMemory(const std::string& device, int64_t allocated_bytes, int64_t reserved_bytes) {}
   // A job produced its first preview, `since_accepted` after it was accepted.
   virtual void OnFirstPreview(const std::string& model, absl::Duration since_accepted) {}
   // A due preview could not be made (decoded or encoded); the job went on without it.
@@ -43,6 +53,7 @@ class EngineObserver {
   // The same end, with what a request log line needs. `queue` is the time until a worker took
   // the job (all of `total` when it never started); `compute` the rest.
   struct JobSummary {
+    std::string principal;  // JobRequest::principal
     std::string job_id;
     std::string model;
     JobOutcome outcome;
@@ -67,6 +78,15 @@ class ObserverFanout : public EngineObserver {
   }
   void OnModelCall(const std::string& model, int rows, int job_steps, absl::Duration duration) override {
     for (auto* o : observers_) o->OnModelCall(model, rows, job_steps, duration);
+  }
+  void OnBatchSplit(const std::string& model, int rows) override {
+    for (auto* o : observers_) o->OnBatchSplit(model, rows);
+  }
+  void OnVaeUpcast(const std::string& model, int count) override {
+    for (auto* o : observers_) o->OnVaeUpcast(model, count);
+  }
+  void OnDeviceMemory(const std::string& device, int64_t allocated_bytes, int64_t reserved_bytes) override {
+    for (auto* o : observers_) o->OnDeviceMemory(device, allocated_bytes, reserved_bytes);
   }
   void OnFirstPreview(const std::string& model, absl::Duration since_accepted) override {
     for (auto* o : observers_) o->OnFirstPreview(model, since_accepted);

@@ -1,5 +1,7 @@
 #include "core/engine/generation.h"
 
+#include <c10/core/Stream.h>
+#include <c10/core/impl/VirtualGuardImpl.h>
 #include <torch/script.h>
 
 #include "absl/strings/str_cat.h"
@@ -7,6 +9,36 @@
 #include "core/image/image_codec.h"
 
 namespace imagegen {
+
+at::Tensor HostToDevice(const at::Tensor& host, const at::Device& device) {
+  if (!device.is_cuda()) return host.to(device);
+  // The pinned block stays reserved until the copy has run (the host allocator records it on
+  // the stream), so `pinned` may go out of scope at once.
+  at::Tensor pinned = host.is_pinned() ? host : host.pin_memory();
+  return pinned.to(device, /*non_blocking=*/true);
+}
+
+at::Tensor DeviceToHost(const at::Tensor& tensor) {
+  if (!tensor.is_cuda()) return tensor.cpu();
+  at::Tensor host = at::empty(tensor.sizes(), tensor.options().device(at::kCPU).pinned_memory(true));
+  host.copy_(tensor, /*non_blocking=*/true);
+  // Waits for this worker's stream only (the one the copy was queued on), not the whole device.
+  c10::impl::VirtualGuardImpl(tensor.device().type()).getStream(tensor.device()).synchronize();
+  return host;
+}
+
+at::Tensor DecodeWithUpcast(const at::Tensor& latents, const DecodeFn& decode, const DecodeFn& decode_float32,
+                            bool* upcast) {
+  *upcast = false;
+  at::Tensor images = decode(latents);
+  // One wait on the device per decode, only in reduced precision; the images leave the device
+  // right after anyway.
+  if (decode_float32 && !at::isfinite(images).all().item<bool>()) {
+    images = decode_float32(latents.to(at::kFloat));
+    *upcast = true;
+  }
+  return images.to(at::kFloat);
+}
 
 PerImageNoise::PerImageNoise(uint64_t seed, int num_images, at::Device device) : device_(device) {
   generators_.reserve(num_images);
@@ -21,7 +53,7 @@ at::Tensor PerImageNoise::Draw(at::IntArrayRef shape) {
   std::vector<at::Tensor> rows;
   rows.reserve(generators_.size());
   for (auto& g : generators_) rows.push_back(at::randn(row_shape, g, at::kFloat));
-  return at::cat(rows, 0).to(device_);
+  return HostToDevice(at::cat(rows, 0), device_);
 }
 
 at::Tensor ImageToModelInput(const RasterImage& image, int channels) {
@@ -96,9 +128,8 @@ std::vector<absl::StatusOr<std::unique_ptr<Generation>>> Generation::StartBatch(
   at::Tensor context;
   absl::Status encoded = RunModelCall(c.name, [&] {
     const int64_t rows = static_cast<int64_t>(ids.size()) / c.max_length;
-    at::Tensor id_tensor =
-        at::tensor(ids, at::TensorOptions().device(model->device()).dtype(at::kLong)).view({rows, c.max_length});
-    context = model->text_encoder().forward({id_tensor}).toTensor();  // [rows, L, D]
+    at::Tensor id_tensor = HostToDevice(at::tensor(ids, at::kLong).view({rows, c.max_length}), model->device());
+    context = model->text_encoder().forward({id_tensor}).toTensor();  // [rows, L, D] in the bundle's dtype
   });
   if (!encoded.ok()) {
     for (auto& entry : out) {
@@ -135,14 +166,19 @@ void Generation::InitLatents(const JobRequest& request) {
   }
   // Image to image (diffusers' img2img): encode, skip the first steps, and noise the latent to
   // the first remaining timestep with q(x_t | x_0), drawing from each image's own generator.
-  at::Tensor image = ImageToModelInput(request.init_image, c.image_channels).to(model_->device());
-  at::Tensor x0 = model_->vae_encoder().forward({image}).toTensor() * c.scaling_factor;
+  at::Tensor image = HostToDevice(ImageToModelInput(request.init_image, c.image_channels), model_->device());
+  at::Tensor x0 =
+      model_->vae_encoder().forward({image.to(model_->dtype())}).toTensor().to(at::kFloat) * c.scaling_factor;
   x0 = x0.expand(shape).contiguous();
   sampler_->StartAtStep(Sampler::ImageToImageStartStep(request.steps, request.strength));
   latents_ = sampler_->AddNoise(x0, noise_->Draw(shape));
 }
 
 int Generation::DenoiseStep(const std::vector<Generation*>& batch) {
+  // The latents and the sampler's arithmetic stay float32; only the UNet call runs in the
+  // bundle's dtype. Timesteps stay float32 too, as diffusers passes them: the UNet embeds them in
+  // float32 (half precision spaces 0.5 apart near t = 1000, rounding fractional timesteps).
+  const at::ScalarType dtype = batch.front()->model_->dtype();
   std::vector<at::Tensor> inputs, timesteps, contexts;
   for (Generation* g : batch) {
     at::Tensor x_in = g->sampler_->ScaleModelInput(g->latents_);
@@ -153,8 +189,9 @@ int Generation::DenoiseStep(const std::vector<Generation*>& batch) {
     contexts.push_back(g->context_);
   }
   at::Tensor out = batch.front()->model_->unet()
-                       .forward({at::cat(inputs, 0), at::cat(timesteps, 0), at::cat(contexts, 0)})
-                       .toTensor();
+                       .forward({at::cat(inputs, 0).to(dtype), at::cat(timesteps, 0), at::cat(contexts, 0)})
+                       .toTensor()
+                       .to(at::kFloat);
   int64_t row = 0;
   for (Generation* g : batch) {
     at::Tensor model_output = out.narrow(0, row, g->num_images_);
@@ -171,8 +208,8 @@ int Generation::DenoiseStep(const std::vector<Generation*>& batch) {
 absl::StatusOr<std::vector<EncodedImage>> Generation::EncodeAll(const at::Tensor& images, ImageFormat format,
                                                                  int quality) const {
   // images: [N, c, H, W] in [-1, 1] -> 8-bit, channels last.
-  at::Tensor bytes = ((images.clamp(-1, 1) + 1) * 127.5).round().to(at::kByte).permute({0, 2, 3, 1})
-                         .contiguous().cpu();
+  at::Tensor bytes = DeviceToHost(
+      ((images.clamp(-1, 1) + 1) * 127.5).round().to(at::kByte).permute({0, 2, 3, 1}).contiguous());
   std::vector<EncodedImage> out;
   for (int i = 0; i < num_images_; ++i) {
     RasterImage raster;
@@ -188,25 +225,36 @@ absl::StatusOr<std::vector<EncodedImage>> Generation::EncodeAll(const at::Tensor
   return out;
 }
 
-absl::StatusOr<std::vector<EncodedImage>> Generation::Preview() const {
-  if (preview_vae_decode_) {
-    const double scale = model_->config().scaling_factor;
-    return EncodeAll(model_->vae_decoder().forward({latents_ / scale}).toTensor(), preview_format_, preview_quality_);
+at::Tensor Generation::DecodeLatents() {
+  ModelBundle* model = model_;
+  const DecodeFn decode = [model](const at::Tensor& z) {
+    return model->vae_decoder().forward({z.to(model->dtype())}).toTensor();
+  };
+  DecodeFn decode_float32;
+  if (torch::jit::Module* decoder = model->vae_decoder_float32()) {
+    decode_float32 = [decoder](const at::Tensor& z) { return decoder->forward({z}).toTensor(); };
   }
+  bool upcast = false;
+  at::Tensor images = DecodeWithUpcast(latents_ / model->config().scaling_factor, decode, decode_float32, &upcast);
+  if (upcast) ++vae_upcasts_;
+  return images;
+}
+
+absl::StatusOr<std::vector<EncodedImage>> Generation::Preview() {
+  if (preview_vae_decode_) return EncodeAll(DecodeLatents(), preview_format_, preview_quality_);
   const ModelConfig& c = model_->config();
-  at::Tensor m = at::from_blob(const_cast<float*>(c.latent_rgb_matrix.data()), {3, c.latent_channels}, at::kFloat)
-                     .to(latents_.device());
-  at::Tensor b = at::from_blob(const_cast<float*>(c.latent_rgb_bias.data()), {1, 3, 1, 1}, at::kFloat)
-                     .to(latents_.device());
+  at::Tensor m = HostToDevice(
+      at::from_blob(const_cast<float*>(c.latent_rgb_matrix.data()), {3, c.latent_channels}, at::kFloat),
+      latents_.device());
+  at::Tensor b = HostToDevice(at::from_blob(const_cast<float*>(c.latent_rgb_bias.data()), {1, 3, 1, 1}, at::kFloat),
+                              latents_.device());
   at::Tensor rgb = at::einsum("oc,nchw->nohw", {m, latents_}) + b;
   rgb = at::upsample_nearest2d(rgb, {height_, width_});
   return EncodeAll(rgb, preview_format_, preview_quality_);
 }
 
-absl::StatusOr<std::vector<EncodedImage>> Generation::Decode() const {
-  const double scale = model_->config().scaling_factor;
-  at::Tensor images = model_->vae_decoder().forward({latents_ / scale}).toTensor();
-  return EncodeAll(images, output_format_, output_quality_);
+absl::StatusOr<std::vector<EncodedImage>> Generation::Decode() {
+  return EncodeAll(DecodeLatents(), output_format_, output_quality_);
 }
 
 }  // namespace imagegen

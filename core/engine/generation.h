@@ -17,6 +17,22 @@
 
 namespace imagegen {
 
+// Host <-> device copies that do not stall the device's queue. To a CUDA device: staged in
+// pinned memory and copied without blocking (a plain copy from pageable memory waits for every
+// kernel queued before it). From a CUDA device: into pinned memory, then a wait for the current
+// stream only, there, where the result must leave the device. Elsewhere: plain copies.
+at::Tensor HostToDevice(const at::Tensor& host, const at::Device& device);
+at::Tensor DeviceToHost(const at::Tensor& tensor);
+
+// Diffusers' force_upcast (AutoencoderKL.config.force_upcast), per decode: decodes `latents`
+// with `decode` and, when the result has a value that is not finite (a VAE decoder overflowing
+// in float16) and `decode_float32` is given, decodes them again with that. Returns the images
+// as float32; `*upcast` says whether the second decode ran. Without `decode_float32` (the
+// modules run in float32) nothing is checked and nothing waits on the device.
+using DecodeFn = std::function<at::Tensor(const at::Tensor&)>;
+at::Tensor DecodeWithUpcast(const at::Tensor& latents, const DecodeFn& decode, const DecodeFn& decode_float32,
+                            bool* upcast);
+
 // A decoded image as the VAE encoder takes it: [1, channels, H, W] in [-1, 1], converted to the
 // model's channels (RGB to gray by BT.601 luma, gray to RGB by repetition; alpha dropped).
 at::Tensor ImageToModelInput(const RasterImage& image, int channels);
@@ -35,9 +51,12 @@ class PerImageNoise : public NoiseSource {
 };
 
 // The reverse-process state of one job: its sampler, latents and text context. Owned by the
-// worker that runs the job; not thread-safe. Methods may throw c10::Error / std::exception from
-// the model; GenerationPipeline runs each through RunModelCall (model_failure.h), the one place
-// they are caught, and fails the jobs of that call.
+// worker that runs the job; not thread-safe. Latents stay float32 on the bundle's device in
+// every precision: the UNet's input is cast to the bundle's dtype() for the call and its output
+// back (the text context stays in dtype(), as the UNet takes it); the VAE runs in dtype() too,
+// and a decode that overflows there is redone in float32 (DecodeWithUpcast). Methods may throw
+// c10::Error / std::exception from the model; GenerationPipeline runs each through RunModelCall
+// (model_failure.h), the one place they are caught, and fails the jobs of that call.
 class Generation : public JobState {
  public:
   // Tokenizes and encodes the prompt (and the negative prompt for guidance) in one text encoder
@@ -67,21 +86,24 @@ class Generation : public JobState {
   int total_steps() const override { return sampler_->steps_to_run(); }
   int rows() const override { return guided() ? 2 * num_images_ : num_images_; }
   std::vector<std::string> warnings() const override { return warnings_; }
+  int vae_upcasts() const override { return vae_upcasts_; }
   const std::string& model_name() const { return model_->config().name; }
 
   // A preview of the current latents, one image per image of the image size in the request's
   // preview format: the linear latent-to-RGB projection upscaled (nearest), or with
   // preview_vae_decode the VAE decoder.
-  absl::StatusOr<std::vector<EncodedImage>> Preview() const;
+  absl::StatusOr<std::vector<EncodedImage>> Preview();
   // Decodes the final latents with the VAE and encodes one image per image in the request's
   // output format.
-  absl::StatusOr<std::vector<EncodedImage>> Decode() const;
+  absl::StatusOr<std::vector<EncodedImage>> Decode();
 
  private:
   Generation(ModelBundle* model, const JobRequest& request, std::unique_ptr<NoiseSource> noise);
   // Draws (or, for image to image, encodes and noises) the initial latents.
   void InitLatents(const JobRequest& request);
   bool guided() const { return guidance_scale_ != 1.0; }
+  // The current latents through the VAE decoder: [N, c, H, W] float32 in [-1, 1] (about).
+  at::Tensor DecodeLatents();
   absl::StatusOr<std::vector<EncodedImage>> EncodeAll(const at::Tensor& images, ImageFormat format,
                                                       int quality) const;
 
@@ -99,8 +121,9 @@ class Generation : public JobState {
   std::vector<std::string> warnings_;
   int width_;
   int height_;
-  at::Tensor latents_;  // [N, C, h, w]
-  at::Tensor context_;  // [N or 2N, L, D]: conditional rows, then unconditional rows
+  at::Tensor latents_;  // [N, C, h, w], float32
+  at::Tensor context_;  // [N or 2N, L, D] in the bundle's dtype: conditional rows, then unconditional
+  int vae_upcasts_ = 0;  // decodes redone in float32
 };
 
 // The Pipeline of one worker over its model bundle replicas (not owned; they outlive it).

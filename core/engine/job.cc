@@ -4,6 +4,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "core/math/sampler_registry.h"
 #include "core/model/model_config.h"
@@ -56,7 +57,7 @@ absl::Status CheckSamplerAndSteps(const JobRequest& r, const ModelConfig& model,
   const ModelConfig::SamplerSupport* sampler = model.FindSampler(r.sampler);
   if (sampler == nullptr || !sampler->refusal.empty()) {
     std::string why = sampler == nullptr ? "" : absl::StrCat(" (", sampler->refusal, ")");
-    return Invalid("sampler", absl::StrCat("\"", r.sampler.substr(0, 64), "\"", why),
+    return Invalid("sampler", absl::StrCat("\"", ClipForEcho(r.sampler), "\"", why),
                    absl::StrCat("allowed for model ", model.name, ": ", absl::StrJoin(model.SupportedSamplers(), ", "),
                                 "; empty means the default ", model.default_sampler));
   }
@@ -71,6 +72,13 @@ absl::Status CheckSamplerAndSteps(const JobRequest& r, const ModelConfig& model,
 
 }  // namespace
 
+std::string ClipForEcho(absl::string_view text) {
+  if (text.size() <= kMaxEchoBytes) return std::string(text);
+  size_t end = kMaxEchoBytes;
+  while (end > 0 && (static_cast<unsigned char>(text[end]) & 0xC0) == 0x80) --end;  // not inside a character
+  return absl::StrCat(text.substr(0, end), "...");
+}
+
 RequestLimits ResolveLimits(const RequestLimits& server, const ModelConfig& model) {
   RequestLimits limits = server;
   if (limits.max_image_side <= 0) {
@@ -81,12 +89,28 @@ RequestLimits ResolveLimits(const RequestLimits& server, const ModelConfig& mode
   if (limits.max_pixels <= 0) {
     limits.max_pixels = std::max(kSmallModelMaxPixels, int64_t{limits.max_image_side} * limits.max_image_side);
   }
+  if (limits.max_work <= 0) {
+    JobRequest defaults;
+    defaults.width = model.default_width;
+    defaults.height = model.default_height;
+    defaults.steps = model.default_steps;
+    defaults.guidance_scale = model.default_guidance_scale;
+    defaults.sampler = model.default_sampler;
+    limits.max_work = kDefaultWorkFactor * RequestWork(defaults);
+  }
   return limits;
 }
 
 int StepsToRun(const JobRequest& r) {
-  if (r.init_image.pixels.empty()) return r.steps;
+  if (!r.has_init_image()) return r.steps;
   return r.steps - ImageToImageStartStep(r.steps, r.strength);
+}
+
+double RequestWork(const JobRequest& r) {
+  const SamplerEntry* sampler = FindSampler(r.sampler);
+  const int calls = StepsToRun(r) * (sampler != nullptr ? sampler->unet_calls_per_step : 1);
+  const int rows = r.guidance_scale != 1.0 ? 2 * r.num_images : r.num_images;
+  return double{1} * rows * calls * r.width * r.height / 1e6;
 }
 
 absl::Status ValidateJobRequest(const JobRequest& r, const ModelConfig& model,
@@ -116,17 +140,18 @@ absl::Status ValidateJobRequest(const JobRequest& r, const ModelConfig& model,
   }
   if (auto s = CheckQuality("quality", r.output_quality); !s.ok()) return s;
   if (auto s = CheckQuality("preview.quality", r.preview_quality); !s.ok()) return s;
-  if (r.init_image.pixels.empty()) {
+  if (!r.has_init_image()) {
     if (r.strength != 0) {
       return Invalid("strength", absl::StrCat(r.strength), "must be 0 (unset) without init_image");
     }
   } else {
+    const std::string size = absl::StrCat(r.init_image_width(), "x", r.init_image_height(), " pixels");
     if (!model.has_vae_encoder) {
-      return Invalid("init_image", absl::StrCat(r.init_image.width, "x", r.init_image.height, " pixels"),
+      return Invalid("init_image", size,
                      absl::StrCat("model ", model.name, " has no vae_encoder.pt, so it cannot do image to image"));
     }
-    if (r.init_image.width != r.width || r.init_image.height != r.height) {
-      return Invalid("init_image", absl::StrCat(r.init_image.width, "x", r.init_image.height, " pixels"),
+    if (r.init_image_width() != r.width || r.init_image_height() != r.height) {
+      return Invalid("init_image", size,
                      absl::StrCat("must be width x height (", r.width, "x", r.height,
                                   "); leave width and height 0 to take the init image's size"));
     }
@@ -145,6 +170,14 @@ absl::Status ValidateJobRequest(const JobRequest& r, const ModelConfig& model,
   }
   if (r.priority < -100 || r.priority > 100) {
     return Invalid("priority", absl::StrCat(r.priority), "allowed: -100 to 100");
+  }
+  // Last: every factor of the work is known to be valid by now.
+  if (const double work = RequestWork(r); work > limits.max_work) {
+    return Invalid("the request's work", absl::StrFormat("%.4g units", work),
+                   absl::StrFormat("allowed: at most %.4g units per request for model %s (units: UNet rows, "
+                                   "twice the images with guidance, x UNet calls, the steps that run, twice for "
+                                   "heun, x megapixels per image); ask for fewer steps, images or pixels",
+                                   limits.max_work, model.name));
   }
   return absl::OkStatus();
 }

@@ -20,6 +20,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "core/image/image_codec.h"
@@ -31,7 +32,11 @@ struct ModelConfig;
 
 // One request, with every default already resolved (no zero means "default" here).
 struct JobRequest {
-  std::string job_id;  // unique among queued and running jobs
+  // Who asked (the server's principal: a token's name, a client certificate's subject); empty:
+  // the one shared principal of a server without access control. Job ids, cancellation, queue
+  // quotas and the fair share of the worker are per principal.
+  std::string principal;
+  std::string job_id;  // unique among the principal's queued and running jobs
   std::string model;   // a loaded model's name
   std::string prompt;
   std::string negative_prompt;
@@ -49,13 +54,35 @@ struct JobRequest {
   int preview_quality = 75;  // JPEG/WebP, 1..100
   ImageFormat output_format = ImageFormat::kPng;
   int output_quality = 90;   // JPEG/WebP, 1..100
-  // Image to image: the decoded init image (no pixels: text to image), the same size as the
-  // request, and how much of the reverse process to run, in (0, 1].
+  // Image to image: the init image, the same size as the request, either still encoded (PNG or
+  // JPEG, as the client sent it, with the size its header declares: a queued job holds these
+  // bytes, and its worker decodes them when the job starts) or already decoded (in-process
+  // callers and the tests); and how much of the reverse process to run, in (0, 1].
+  // Neither set: text to image.
+  std::string init_image_encoded;
+  int init_image_encoded_width = 0;
+  int init_image_encoded_height = 0;
   RasterImage init_image;
   double strength = 0;
+  // Order among the principal's own queued jobs (higher first; JobQueue); never ahead of
+  // another principal's.
   int priority = 0;
   absl::Time deadline = absl::InfiniteFuture();
+
+  bool has_init_image() const { return !init_image_encoded.empty() || !init_image.pixels.empty(); }
+  int init_image_width() const { return init_image_encoded.empty() ? init_image.width : init_image_encoded_width; }
+  int init_image_height() const { return init_image_encoded.empty() ? init_image.height : init_image_encoded_height; }
 };
+
+// What a request costs the worker: UNet rows (images, twice with guidance) x UNet calls (the steps
+// that run, twice for heun) x megapixels per image (width x height / 10^6). Time per unit
+// depends on the model and device, but within one model it is close to proportional.
+double RequestWork(const JobRequest& request);
+
+// What statuses and logs echo of a client's string (model or sampler name, job id, peer): at
+// most kMaxEchoBytes of it, cut at a UTF-8 character boundary, with "..." when cut.
+inline constexpr size_t kMaxEchoBytes = 128;
+std::string ClipForEcho(absl::string_view text);
 
 // The denoising steps `request` runs: steps, or for image to image the last
 // min(int(steps * strength), steps) of them. The one unit of progress (Sampler::steps_done).
@@ -77,7 +104,18 @@ struct RequestLimits {
   // model, the larger of 4 x 256 x 256 and one image of the model's largest side.
   int64_t max_pixels = 0;
   int max_init_image_bytes = 4 << 20;  // the encoded init_image, checked before decoding
+  // The most work one request may ask, in RequestWork's unit, so that no request within the other
+  // limits runs for many minutes. 0: per model, kDefaultWorkFactor times the work of the model's
+  // default request (one image of its default size, steps, guidance and sampler).
+  double max_work = 0;
 };
+
+// The per-model work bound (RequestLimits::max_work 0). A default request of the embedded model
+// is 0.0614 units, so it may ask 31.5: 8 guided images of 256x256 at 30 steps, about five minutes
+// on two CPU cores (4 such images at 200 heun steps, 210 units, took 32 minutes there). Stable
+// Diffusion 1.5's default (512x512, 50 guided steps) is 26.2 units, so it may ask 13,400, which
+// no request within its other limits reaches (8 guided 768x768 images at 200 steps is 1,887).
+inline constexpr double kDefaultWorkFactor = 512;
 
 // The floors of the per-model size limits (RequestLimits, 0).
 inline constexpr int kSmallModelMaxSide = 256;

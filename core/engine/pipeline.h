@@ -23,6 +23,9 @@ class JobState {
   virtual int rows() const = 0;         // UNet rows per call: images, twice with guidance
   // What of the request the model could not take (TokenizerWarnings), for the client.
   virtual std::vector<std::string> warnings() const { return {}; }
+  // How many of this job's VAE decodes (previews and result) were redone in float32 because
+  // their reduced-precision output was not finite (DecodeWithUpcast, generation.h).
+  virtual int vae_upcasts() const { return 0; }
 };
 
 // The model work of one worker. Methods are called from that worker's thread only and never

@@ -1,8 +1,10 @@
 #include "core/engine/step_scheduler.h"
 
 #include <algorithm>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
+#include "core/image/image_codec.h"
 
 namespace imagegen {
 namespace {
@@ -45,21 +47,64 @@ bool StepScheduler::Tick() {
   return true;
 }
 
+int StepScheduler::RowsOf(const std::string& principal) const {
+  int rows = 0;
+  for (const Running& r : running_) {
+    if (r.job->request.principal == principal) rows += r.job->rows();
+  }
+  return rows;
+}
+
 void StepScheduler::Admit() {
   if (options_.request_level && !running_.empty()) return;
   int free_rows = options_.max_batch_rows - running_rows();
   const bool idle = running_.empty();
   bool first = true;
-  std::vector<std::shared_ptr<Job>> jobs = queue_->PopWhile([&](const Job& job) {
-    // A job larger than the whole budget still runs, alone, when the worker is idle.
-    const bool fits = job.rows() <= free_rows || (idle && first);
-    if (fits) free_rows -= job.rows();
-    first = false;
-    return fits;
-  });
-  if (jobs.empty()) return;
+  absl::flat_hash_map<std::string, int> rows;  // per principal: running here, and taken now
+  auto rows_of = [&](const std::string& principal) -> int& {
+    auto [it, inserted] = rows.try_emplace(principal, 0);
+    if (inserted) it->second = RowsOf(principal);
+    return it->second;
+  };
+  std::vector<std::shared_ptr<Job>> jobs = queue_->PopWhile(
+      [&](const Job& job) {
+        int& mine = rows_of(job.request.principal);
+        // A job larger than the whole budget still runs, alone, when the worker is idle; a
+        // principal with nothing running here gets one job in whatever the budget.
+        const bool fits = job.rows() <= free_rows || (idle && first) || (mine == 0 && !options_.request_level);
+        if (fits) {
+          free_rows -= job.rows();
+          mine += job.rows();
+        }
+        first = false;
+        return fits;
+      },
+      [&](const std::string& principal) -> int64_t { return rows_of(principal); });
+  if (!jobs.empty()) Start(jobs);
+}
 
+void StepScheduler::Start(const std::vector<std::shared_ptr<Job>>& jobs) {
   for (const auto& job : jobs) on_start_(*job);
+
+  // Init images arrive encoded: decoded here, off the RPC threads, bounded to the size their
+  // header declared (which validation checked). The decoded copy lives until Start has made its
+  // tensors.
+  std::vector<std::optional<JobRequest>> decoded(jobs.size());
+  std::vector<absl::Status> refused(jobs.size());
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    const JobRequest& r = jobs[i]->request;
+    if (r.init_image_encoded.empty()) continue;
+    absl::StatusOr<RasterImage> image =
+        DecodeImage(r.init_image_encoded, DecodeLimits{std::max(r.width, r.height), int64_t{r.width} * r.height});
+    if (!image.ok()) {
+      refused[i] = absl::InvalidArgumentError(absl::StrCat("init_image (", r.init_image_encoded.size(), " bytes) is ",
+                                                           image.status().message(), "; allowed: a PNG or JPEG"));
+      continue;
+    }
+    decoded[i].emplace(r);
+    decoded[i]->init_image_encoded.clear();
+    decoded[i]->init_image = *std::move(image);
+  }
 
   struct Started {
     absl::StatusOr<std::unique_ptr<JobState>> state;
@@ -77,9 +122,14 @@ void StepScheduler::Admit() {
     for (size_t i = first; i < jobs.size(); ++i) {
       if (grouped[i] || jobs[i]->request.model != model) continue;
       grouped[i] = true;
+      if (!refused[i].ok()) {
+        started[i].state = refused[i];
+        continue;
+      }
       group.push_back(i);
-      requests.push_back(&jobs[i]->request);
+      requests.push_back(decoded[i] ? &*decoded[i] : &jobs[i]->request);
     }
+    if (group.empty()) continue;
     const absl::Time start = clock_->Now();
     std::vector<absl::StatusOr<std::unique_ptr<JobState>>> states = pipeline_->Start(requests);
     const absl::Duration text_encode = clock_->Now() - start;
@@ -90,6 +140,17 @@ void StepScheduler::Admit() {
     if (!started[i].state.ok()) {
       on_end_(*jobs[i], started[i].state.status(), nullptr);
       continue;
+    }
+    const std::string& principal = jobs[i]->request.principal;
+    if (!charged_.contains(principal)) {
+      // Starts running again: charged from the least charge of those running (no banked credit).
+      double least = 0;
+      bool any = false;
+      for (const auto& [p, c] : charged_) {
+        least = any ? std::min(least, c) : c;
+        any = true;
+      }
+      charged_[principal] = least;
     }
     running_.push_back(Running{jobs[i], *std::move(started[i].state), started[i].start, started[i].text_encode});
   }
@@ -121,9 +182,16 @@ void StepScheduler::EndStopped() {
 }
 
 std::vector<size_t> StepScheduler::PickBatch() const {
+  // The lead: the job whose principal was charged least; then the one that waited longest.
+  auto charge = [this](const Running& r) {
+    auto it = charged_.find(r.job->request.principal);
+    return it == charged_.end() ? 0.0 : it->second;
+  };
   size_t lead = 0;
   for (size_t i = 1; i < running_.size(); ++i) {
-    if (running_[i].last_tick < running_[lead].last_tick) lead = i;
+    const double a = charge(running_[i]);
+    const double b = charge(running_[lead]);
+    if (a < b || (a == b && running_[i].last_tick < running_[lead].last_tick)) lead = i;
   }
   // The lead's group, in admission order, within the row budget (the lead always goes).
   std::vector<size_t> batch;
@@ -142,31 +210,54 @@ std::vector<size_t> StepScheduler::PickBatch() const {
 }
 
 void StepScheduler::StepBatch(const std::vector<size_t>& batch) {
+  std::vector<std::pair<size_t, absl::Status>> ends;  // failed, then the finished (OK) ones
+  CallModel(batch, &ends);
+  for (size_t i : batch) {
+    if (running_[i].state->done()) ends.emplace_back(i, absl::OkStatus());
+  }
+  // End erases: go from the back.
+  std::sort(ends.begin(), ends.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  for (auto& [i, status] : ends) {
+    if (status.ok()) {
+      FinishJob(i);
+    } else {
+      End(i, std::move(status), nullptr);
+    }
+  }
+}
+
+void StepScheduler::CallModel(const std::vector<size_t>& part,
+                              std::vector<std::pair<size_t, absl::Status>>* failed) {
   std::vector<JobState*> states;
-  for (size_t i : batch) states.push_back(running_[i].state.get());
-  const std::string& model = running_[batch.front()].job->request.model;
+  int call_rows = 0;
+  for (size_t i : part) {
+    states.push_back(running_[i].state.get());
+    call_rows += running_[i].state->rows();
+  }
+  const std::string& model = running_[part.front()].job->request.model;
   const absl::Time start = clock_->Now();
   absl::StatusOr<int> rows = pipeline_->Step(states);
   if (!rows.ok()) {
+    if (rows.status().code() == absl::StatusCode::kResourceExhausted && part.size() > 1) {
+      if (observer_) observer_->OnBatchSplit(model, call_rows);
+      const auto middle = part.begin() + static_cast<std::ptrdiff_t>(part.size() / 2);
+      CallModel(std::vector<size_t>(part.begin(), middle), failed);
+      CallModel(std::vector<size_t>(middle, part.end()), failed);
+      return;
+    }
     // Only the jobs in this call fail; the worker goes on with the others.
-    std::vector<size_t> doomed = batch;
-    std::sort(doomed.rbegin(), doomed.rend());
-    for (size_t i : doomed) End(i, rows.status(), nullptr);
+    for (size_t i : part) failed->emplace_back(i, rows.status());
     return;
   }
   const absl::Duration duration = clock_->Now() - start;
-
-  std::vector<size_t> finished;
   int steps_completed = 0;
-  for (size_t i : batch) {
+  for (size_t i : part) {
     Running& r = running_[i];
     r.last_tick = tick_;
+    charged_[r.job->request.principal] += absl::ToDoubleSeconds(duration) * r.state->rows() / std::max(*rows, 1);
     if (ReportProgress(r)) ++steps_completed;
-    if (r.state->done()) finished.push_back(i);
   }
   if (observer_) observer_->OnModelCall(model, *rows, steps_completed, duration);
-  std::sort(finished.rbegin(), finished.rend());  // End erases: go from the back
-  for (size_t i : finished) FinishJob(i);
 }
 
 bool StepScheduler::ReportProgress(Running& r) {
@@ -231,7 +322,12 @@ void StepScheduler::FinishJob(size_t index) {
 
 void StepScheduler::End(size_t index, absl::Status status, JobResult* result) {
   std::shared_ptr<Job> job = std::move(running_[index].job);
+  const int upcasts = running_[index].state->vae_upcasts();
   running_.erase(running_.begin() + static_cast<std::ptrdiff_t>(index));  // frees its tensors
+  if (upcasts > 0 && observer_) observer_->OnVaeUpcast(job->request.model, upcasts);
+  bool still_running = false;
+  for (const Running& r : running_) still_running = still_running || r.job->request.principal == job->request.principal;
+  if (!still_running) charged_.erase(job->request.principal);
   on_end_(*job, std::move(status), result);
 }
 

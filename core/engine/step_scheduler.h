@@ -1,10 +1,25 @@
 // Step-level continuous batching: the loop body of one worker.
 //
 // Every Tick the scheduler admits queued jobs while their rows fit the row budget (text encoding
-// of the new jobs in one call per model), ends jobs that were cancelled or passed their deadline, picks the
-// group of running jobs that share a model and image size and has waited longest for a step,
-// and runs one step of all of them in one UNet call with a per-row timestep. Jobs join at the
-// next tick and leave as soon as they finish or stop, so no job waits for another to end.
+// of the new jobs in one call per model; a job's init image is decoded here, on the worker),
+// ends jobs that were cancelled or passed their deadline, picks the group of running jobs that
+// share a model and image size, and runs one step of all of them in one UNet call with a
+// per-row timestep. Jobs join at the next tick and leave as soon as they finish or stop, so no
+// job waits for another to end.
+//
+// Fair sharing between principals (JobRequest::principal), so that one client's flood delays
+// another's job by a few step times at most:
+//   - Admission takes the queued head of the principal with the fewest rows running here
+//     (JobQueue::PopWhile), and a principal with nothing running here is admitted even when the
+//     row budget is spent (one job), so a flood never locks another client out.
+//   - Each principal is charged the model time of its rows (a call's duration split by rows),
+//     and the next call is for the group of the running job whose principal has been charged
+//     least (start-time fair queueing: a principal that starts running again is charged from the
+//     least charge of those running, so idle time banks no credit); ties go to the group that
+//     waited longest. A small job of one client therefore runs its steps between two steps of
+//     another client's large job, not after it.
+// A call that runs out of memory is retried as two calls of half its jobs each, down to single
+// jobs, before any job fails RESOURCE_EXHAUSTED.
 // With Options::request_level, new jobs join only when no job runs (a batch forms, runs to the
 // end, then the next): the classic request-level batching, kept for comparison.
 #ifndef IMAGEGEN_CORE_ENGINE_STEP_SCHEDULER_H_
@@ -12,8 +27,10 @@
 
 #include <functional>
 #include <memory>
+#include <utility>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "core/engine/clock.h"
 #include "core/engine/engine_observer.h"
@@ -62,10 +79,16 @@ class StepScheduler {
   };
 
   void Admit();
+  // Starts `jobs` (left the queue for this worker): init images decoded, text encoded.
+  void Start(const std::vector<std::shared_ptr<Job>>& jobs);
   void EndStopped();
-  // The jobs to step this tick: the group of the running job that has waited longest.
+  // The jobs to step this tick: the group of the running job whose principal was charged least.
   std::vector<size_t> PickBatch() const;
   void StepBatch(const std::vector<size_t>& batch);
+  // One model call of `part` (indices into running_), split in two on RESOURCE_EXHAUSTED. Jobs
+  // whose call failed are added to `failed` with the status; steps are reported and charged.
+  void CallModel(const std::vector<size_t>& part, std::vector<std::pair<size_t, absl::Status>>* failed);
+  int RowsOf(const std::string& principal) const;
   // After a model call: a Progress (with previews when due) if the job completed a step.
   // Returns whether it did.
   bool ReportProgress(Running& r);
@@ -82,6 +105,8 @@ class StepScheduler {
   StartFn on_start_;
   EndFn on_end_;
   std::vector<Running> running_;  // in admission order
+  // Model time charged to each principal with running jobs, in seconds (fair sharing, above).
+  absl::flat_hash_map<std::string, double> charged_;
   int64_t tick_ = 0;
 };
 

@@ -3,6 +3,7 @@
 #include <cstdint>
 
 #include "absl/status/status.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "core/image/jpeg_codec.h"
 #include "core/image/webp_codec.h"
@@ -52,6 +53,39 @@ absl::StatusOr<std::string> EncodeImage(const RasterImage& image, ImageFormat fo
       return EncodeWebp(image, quality);
   }
   return absl::InvalidArgumentError(absl::StrCat("image format ", static_cast<int>(format), " is unknown"));
+}
+
+namespace {
+
+constexpr absl::string_view kPngSignature("\x89PNG\r\n\x1a\n", 8);
+constexpr absl::string_view kJpegSignature("\xff\xd8\xff", 3);
+
+absl::Status UnknownSignature() {
+  return absl::InvalidArgumentError("neither a PNG nor a JPEG (unknown signature)");
+}
+
+}  // namespace
+
+absl::StatusOr<ImageHeader> PeekImageHeader(absl::string_view data) {
+  ImageFormat format;
+  absl::StatusOr<ImageSize> size;
+  if (absl::StartsWith(data, kPngSignature)) {
+    format = ImageFormat::kPng;
+    size = PeekPngSize(data);
+  } else if (absl::StartsWith(data, kJpegSignature)) {
+    format = ImageFormat::kJpeg;
+    size = PeekJpegSize(data);
+  } else {
+    return UnknownSignature();
+  }
+  if (!size.ok()) return size.status();
+  return ImageHeader{format, size->width, size->height};
+}
+
+absl::StatusOr<RasterImage> DecodeImage(absl::string_view data, const DecodeLimits& limits) {
+  if (absl::StartsWith(data, kPngSignature)) return DecodePng(data, limits);
+  if (absl::StartsWith(data, kJpegSignature)) return DecodeJpeg(data, limits);
+  return UnknownSignature();
 }
 
 }  // namespace imagegen

@@ -2,12 +2,12 @@
 
 #include <csetjmp>
 #include <cstdio>
+#include <cstring>
 #include <string>
 
 #include <jpeglib.h>
 
 #include "absl/status/status.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 
 namespace imagegen {
@@ -28,11 +28,6 @@ void OnError(j_common_ptr cinfo) {
 }
 
 void OnMessage(j_common_ptr) {}  // Warnings are not worth a log line per request.
-
-// A progressive JPEG may hold any number of scans, each a full pass over the image: a few KB of
-// them cost seconds of decoding on the gRPC thread. Real encoders write about ten; refuse more
-// than this (the cap libjpeg-turbo's djpeg -maxscans suggests for untrusted input).
-constexpr int kMaxJpegScans = 100;
 
 void OnProgress(j_common_ptr cinfo) {
   auto* decompress = reinterpret_cast<j_decompress_ptr>(cinfo);
@@ -178,6 +173,10 @@ std::string ReadJpeg(absl::string_view data, const DecodeLimits& limits, RasterI
   }
   jpeg_create_decompress(&cinfo);
   cinfo.progress = &progress;
+  // APPn and COM segments are skipped, never kept (libjpeg's default, stated here): a file may
+  // hold thousands of them.
+  for (int app = 0; app < 16; ++app) jpeg_save_markers(&cinfo, JPEG_APP0 + app, 0);
+  jpeg_save_markers(&cinfo, JPEG_COM, 0);
   jpeg_mem_src(&cinfo, reinterpret_cast<const unsigned char*>(data.data()), data.size());
   jpeg_read_header(&cinfo, TRUE);
   if (absl::Status size = CheckDecodeSize("JPEG", cinfo.image_width, cinfo.image_height, limits); !size.ok()) {
@@ -202,18 +201,79 @@ std::string ReadJpeg(absl::string_view data, const DecodeLimits& limits, RasterI
 
 }  // namespace
 
+absl::StatusOr<ImageSize> PeekJpegSize(absl::string_view data) {
+  auto refuse = [](absl::string_view why) {
+    return absl::InvalidArgumentError(absl::StrCat("not a decodable JPEG: ", why));
+  };
+  const auto* bytes = reinterpret_cast<const unsigned char*>(data.data());
+  const size_t size = data.size();
+  if (size < 2 || bytes[0] != 0xff || bytes[1] != 0xd8) return refuse("no JPEG signature (SOI)");
+  size_t at = 2;
+  for (int markers = 0;; ++markers) {
+    if (markers > kMaxJpegMarkersBeforeFrame) {
+      return refuse(absl::StrCat("more than ", kMaxJpegMarkersBeforeFrame, " markers before the frame header"));
+    }
+    // The next marker as libjpeg finds it (next_marker in jdmarker.c): bytes up to a 0xFF are
+    // skipped as garbage, then fill bytes (0xFF); 0xFF 0x00 is garbage too.
+    int code = 0;
+    while (code == 0) {
+      const void* ff = at < size ? std::memchr(bytes + at, 0xff, size - at) : nullptr;
+      if (ff == nullptr) return refuse("the data ends before the frame header (SOFn)");
+      at = static_cast<const unsigned char*>(ff) - bytes;
+      while (at < size && bytes[at] == 0xff) ++at;
+      if (at == size) return refuse("the data ends before the frame header (SOFn)");
+      code = bytes[at++];
+    }
+    if (code == 0x01 || (code >= 0xd0 && code <= 0xd7)) continue;  // TEM, RSTn: no segment
+    // Markers libjpeg reads before a frame (read_markers in jdmarker.c); it refuses the others.
+    const bool frame = code >= 0xc0 && code <= 0xcf && code != 0xc4 && code != 0xc8 && code != 0xcc;
+    const bool known = frame || code == 0xc4 || code == 0xcc || code == 0xdb || code == 0xdc || code == 0xdd ||
+                       (code >= 0xe0 && code <= 0xef) || code == 0xfe;
+    auto name = [code] { return absl::StrCat("0x", absl::Hex(code, absl::kZeroPad2)); };
+    if (!known) {
+      return refuse(code == 0xd9 || code == 0xda ? "no frame header (SOFn) before the image data"
+                                                 : absl::StrCat("unsupported marker ", name()));
+    }
+    if (size - at < 2) return refuse("the data ends before the frame header (SOFn)");
+    const size_t length = (size_t{bytes[at]} << 8) | bytes[at + 1];
+    if (length < 2) return refuse(absl::StrCat("marker ", name(), " has a length of ", length));
+    if (!frame) {
+      at += length;
+      continue;
+    }
+    // SOFn: length (2), precision (1), height (2), width (2), components (1), 3 bytes each.
+    if (size - at < 8) return refuse("the data ends in the frame header (SOFn)");
+    const unsigned char* sof = bytes + at;
+    const int height = (sof[3] << 8) | sof[4];
+    const int width = (sof[5] << 8) | sof[6];
+    const int components = sof[7];
+    if (code != 0xc0 && code != 0xc1 && code != 0xc2 && code != 0xc9 && code != 0xca) {
+      return refuse(absl::StrCat("SOF", code - 0xc0, " (lossless or hierarchical) is not supported"));
+    }
+    if (sof[2] != 8) return refuse(absl::StrCat("a precision of ", int{sof[2]}, " bits; supported: 8"));
+    if (width == 0 || height == 0) {
+      return refuse(absl::StrCat("the frame header declares ", width, "x", height, " pixels"));
+    }
+    if (width > JPEG_MAX_DIMENSION || height > JPEG_MAX_DIMENSION) {
+      return refuse(absl::StrCat("the frame header declares ", width, "x", height, " pixels; libjpeg's limit is ",
+                                 JPEG_MAX_DIMENSION, " per side"));
+    }
+    if (components < 1 || components > 10 || length != 8 + 3 * static_cast<size_t>(components)) {
+      return refuse(absl::StrCat("the frame header declares ", components, " components in ", length, " bytes"));
+    }
+    return ImageSize{width, height};
+  }
+}
+
 absl::StatusOr<RasterImage> DecodeJpeg(absl::string_view data, const DecodeLimits& limits) {
+  absl::StatusOr<ImageSize> size = PeekJpegSize(data);
+  if (!size.ok()) return size.status();
+  if (absl::Status fits = CheckDecodeSize("JPEG", size->width, size->height, limits); !fits.ok()) return fits;
   RasterImage out;
   if (std::string error = ReadJpeg(data, limits, &out); !error.empty()) {
     return absl::InvalidArgumentError(error);
   }
   return out;
-}
-
-absl::StatusOr<RasterImage> DecodeImage(absl::string_view data, const DecodeLimits& limits) {
-  if (absl::StartsWith(data, "\x89PNG\r\n\x1a\n")) return DecodePng(data, limits);
-  if (absl::StartsWith(data, "\xff\xd8\xff")) return DecodeJpeg(data, limits);
-  return absl::InvalidArgumentError("neither a PNG nor a JPEG (unknown signature)");
 }
 
 }  // namespace imagegen

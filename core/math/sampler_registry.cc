@@ -9,15 +9,15 @@ namespace imagegen {
 const std::vector<SamplerEntry>& SamplerRegistry() {
   using namespace internal;  // the factories
   static const auto* registry = new std::vector<SamplerEntry>{
-      {"ddpm", "DDPMScheduler", false, &CreateDdpmSampler},
-      {"ddim", "DDIMScheduler", false, &CreateDdimSampler},
-      {"pndm", "PNDMScheduler", false, &CreatePndmSampler},
-      {"euler", "EulerDiscreteScheduler", false, &CreateEulerSampler},
-      {"euler_a", "EulerAncestralDiscreteScheduler", false, &CreateEulerAncestralSampler},
-      {"heun", "HeunDiscreteScheduler", false, &CreateHeunSampler},
-      {"dpmpp_2m", "DPMSolverMultistepScheduler", false, &CreateDpmSolverSampler},
-      {"dpmpp_2m_karras", "DPMSolverMultistepScheduler", true, &CreateDpmSolverKarrasSampler},
-      {"unipc", "UniPCMultistepScheduler", false, &CreateUniPcSampler},
+      {"ddpm", "DDPMScheduler", false, 1, &CreateDdpmSampler},
+      {"ddim", "DDIMScheduler", false, 1, &CreateDdimSampler},
+      {"pndm", "PNDMScheduler", false, 1, &CreatePndmSampler},
+      {"euler", "EulerDiscreteScheduler", false, 1, &CreateEulerSampler},
+      {"euler_a", "EulerAncestralDiscreteScheduler", false, 1, &CreateEulerAncestralSampler},
+      {"heun", "HeunDiscreteScheduler", false, 2, &CreateHeunSampler},
+      {"dpmpp_2m", "DPMSolverMultistepScheduler", false, 1, &CreateDpmSolverSampler},
+      {"dpmpp_2m_karras", "DPMSolverMultistepScheduler", true, 1, &CreateDpmSolverKarrasSampler},
+      {"unipc", "UniPCMultistepScheduler", false, 1, &CreateUniPcSampler},
   };
   return *registry;
 }

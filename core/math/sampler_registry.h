@@ -31,6 +31,8 @@ struct SamplerEntry {
   const char* diffusers_class;  // the diffusers scheduler it reproduces
   // True when this entry is its class with use_karras_sigmas forced on (dpmpp_2m_karras).
   bool forces_karras_sigmas;
+  // UNet calls per denoising step (heun: 2, a predictor and a corrector): the work bound's unit.
+  int unet_calls_per_step;
   SamplerFactory create;
 };
 

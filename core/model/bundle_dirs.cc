@@ -24,7 +24,29 @@ absl::StatusOr<std::vector<std::string>> FindBundleDirs(const std::string& dir) 
   return out;
 }
 
+absl::Status CheckBundleFile(const std::filesystem::path& path) {
+  std::error_code ec;
+  if (!fs::is_symlink(path, ec)) return absl::OkStatus();
+  const fs::path target = fs::weakly_canonical(path, ec);
+  const fs::path folder = fs::weakly_canonical(fs::absolute(path, ec).parent_path(), ec);
+  const auto [f, t] = std::mismatch(folder.begin(), folder.end(), target.begin(), target.end());
+  if (ec || f != folder.end()) {
+    return absl::InvalidArgumentError(absl::StrCat(path.string(), ": a symbolic link out of its folder; allowed: "
+                                                   "files inside the bundle (copy the file in instead)"));
+  }
+  return absl::OkStatus();
+}
+
+std::string QuoteBundleText(absl::string_view text) {
+  constexpr size_t kMax = 32;
+  if (text.size() <= kMax) return std::string(text);
+  size_t end = kMax;
+  while (end > 0 && (static_cast<unsigned char>(text[end]) & 0xC0) == 0x80) --end;
+  return absl::StrCat(text.substr(0, end), "...");
+}
+
 absl::StatusOr<std::string> ReadBundleFile(const std::filesystem::path& path) {
+  if (absl::Status s = CheckBundleFile(path); !s.ok()) return s;
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::NotFoundError(absl::StrCat(path.string(), ": missing or unreadable"));
   std::stringstream ss;

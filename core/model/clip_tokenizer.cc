@@ -164,7 +164,10 @@ absl::StatusOr<json> ReadJson(const fs::path& path) {
   try {
     return json::parse(*text);
   } catch (const json::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(path.string(), ": not valid JSON: ", e.what()));
+    // nlohmann's message ends with "last read: '...'", the file's own text: cut it.
+    std::string what = e.what();
+    if (const size_t cut = what.find("; last read"); cut != std::string::npos) what.resize(cut);
+    return absl::InvalidArgumentError(absl::StrCat(path.string(), ": not valid JSON: ", what));
   }
 }
 
@@ -348,8 +351,8 @@ absl::StatusOr<std::unique_ptr<ClipBpeTokenizer>> ClipBpeTokenizer::Load(const s
   auto parse_merge = [&](absl::string_view line, size_t index) -> absl::Status {
     std::vector<absl::string_view> parts = absl::StrSplit(line, ' ');
     if (parts.size() != 2 || parts[0].empty() || parts[1].empty()) {
-      return absl::InvalidArgumentError(absl::StrCat(merges_path.string(), ": merge ", index + 1, " is \"", line,
-                                                     "\"; expected two tokens separated by one space"));
+      return absl::InvalidArgumentError(absl::StrCat(merges_path.string(), ": merge ", index + 1,
+                                                     " is not two tokens separated by one space"));
     }
     merge_pairs.emplace_back(std::string(parts[0]), std::string(parts[1]));
     return absl::OkStatus();
@@ -434,7 +437,7 @@ absl::StatusOr<std::unique_ptr<ClipBpeTokenizer>> ClipBpeTokenizer::Load(const s
   for (auto it = vocab_json->begin(); it != vocab_json->end(); ++it) {
     if (!it.value().is_number_integer() || it.value().get<int64_t>() < 0 ||
         it.value().get<int64_t>() > std::numeric_limits<int32_t>::max()) {
-      return absl::InvalidArgumentError(absl::StrCat(vocab_path.string(), ": token \"", it.key(), "\" has id ",
+      return absl::InvalidArgumentError(absl::StrCat(vocab_path.string(), ": token \"", QuoteBundleText(it.key()), "\" has id ",
                                                      it.value().dump(), "; ids are non-negative integers"));
     }
     const auto id = it.value().get<int32_t>();
@@ -464,8 +467,8 @@ absl::StatusOr<std::unique_ptr<ClipBpeTokenizer>> ClipBpeTokenizer::Load(const s
     const auto& [a, b] = merge_pairs[i];
     auto left = lookup(a), right = lookup(b), merged = lookup(a + b);
     if (!left || !right || !merged) {
-      return absl::InvalidArgumentError(absl::StrCat(merges_path.string(), ": merge ", i + 1, " \"", a, " ", b,
-                                                     "\" has \"", !left ? a : !right ? b : a + b,
+      return absl::InvalidArgumentError(absl::StrCat(merges_path.string(), ": merge ", i + 1, " \"", QuoteBundleText(a + " " + b),
+                                                     "\" has \"", QuoteBundleText(!left ? a : !right ? b : a + b),
                                                      "\", which is not in the vocabulary"));
     }
     impl->merges.insert_or_assign(PairKey(*left, *right), Impl::Merge{static_cast<int32_t>(i), *merged});
@@ -504,7 +507,7 @@ absl::StatusOr<std::unique_ptr<ClipBpeTokenizer>> ClipBpeTokenizer::Load(const s
     }
     auto id = lookup(*content);
     if (!id || content->empty()) {
-      return absl::InvalidArgumentError(absl::StrCat(vocab_path.string(), ": has no token \"", *content, "\" (",
+      return absl::InvalidArgumentError(absl::StrCat(vocab_path.string(), ": has no token \"", QuoteBundleText(*content), "\" (",
                                                      key, source.empty() ? "" : " in ", source.string(), ")"));
     }
     return AddedToken{*content, *id, false};

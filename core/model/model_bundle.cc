@@ -4,6 +4,8 @@
 #include <fstream>
 #include <sstream>
 
+#include <torch/csrc/jit/ir/constants.h>
+#include <torch/csrc/jit/ir/ir.h>
 #include <torch/version.h>
 
 #include "absl/status/status.h"
@@ -32,8 +34,18 @@ absl::Status CheckShape(const at::Tensor& got, const std::vector<int64_t>& want,
   return absl::OkStatus();
 }
 
+absl::Status CheckDtype(const at::Tensor& got, at::ScalarType want, absl::string_view file) {
+  if (got.scalar_type() != want) {
+    return absl::InvalidArgumentError(absl::StrCat(file, ": output is ", c10::toString(got.scalar_type()),
+                                                   " for inputs in ", c10::toString(want),
+                                                   "; the module must compute in its inputs' precision"));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<torch::jit::Module> LoadModule(const fs::path& path, const torch::Device& device) {
   if (!fs::exists(path)) return absl::NotFoundError(absl::StrCat(path.string(), ": missing"));
+  if (absl::Status s = CheckBundleFile(path); !s.ok()) return s;
   try {
     torch::jit::Module m = torch::jit::load(path.string(), device);
     m.eval();
@@ -41,6 +53,44 @@ absl::StatusOr<torch::jit::Module> LoadModule(const fs::path& path, const torch:
   } catch (const std::exception& e) {
     return absl::InvalidArgumentError(
         absl::StrCat(path.string(), ": not a loadable TorchScript module: ", e.what()));
+  }
+}
+
+// Replaces every float32 tensor constant in `block` (and the blocks inside it) by its cast to
+// `dtype`. torch.jit.freeze turns a module's weights into such constants, which Module::to
+// does not see. Before the module's first call only: a graph executor keeps the graph it ran.
+void CastGraphConstants(torch::jit::Graph& graph, torch::jit::Block* block, at::ScalarType dtype) {
+  std::vector<torch::jit::Node*> constants;
+  for (torch::jit::Node* node : block->nodes()) {
+    for (torch::jit::Block* inner : node->blocks()) CastGraphConstants(graph, inner, dtype);
+    if (node->kind() != c10::prim::Constant) continue;
+    auto value = torch::jit::toIValue(node->output());
+    if (value && value->isTensor() && value->toTensor().scalar_type() == at::kFloat) constants.push_back(node);
+  }
+  for (torch::jit::Node* node : constants) {
+    const at::Tensor cast = torch::jit::toIValue(node->output())->toTensor().to(dtype);
+    torch::jit::WithInsertPoint before(node);
+    torch::jit::Value* replacement = graph.insertConstant(cast);
+    node->output()->replaceAllUsesWith(replacement);
+    node->destroy();
+  }
+}
+
+// Casts the float32 parameters, buffers and graph constants of `module` and its submodules to
+// `dtype` (TorchScript's Module::to would cast integer buffers too).
+void CastModule(torch::jit::Module& module, at::ScalarType dtype) {
+  c10::InferenceMode normal_tensors(false);  // ordinary tensors, as loaded ones are, in any caller's mode
+  for (at::Tensor p : module.parameters()) {
+    if (p.scalar_type() == at::kFloat) p.set_data(p.to(dtype));
+  }
+  for (at::Tensor b : module.buffers()) {
+    if (b.scalar_type() == at::kFloat) b.set_data(b.to(dtype));
+  }
+  for (const torch::jit::Module& m : module.modules()) {
+    for (const torch::jit::Method& method : m.get_methods()) {
+      std::shared_ptr<torch::jit::Graph> graph = method.graph();
+      CastGraphConstants(*graph, graph->block(), dtype);
+    }
   }
 }
 
@@ -87,8 +137,38 @@ absl::Status CheckExportedWith(const std::string& version, const std::string& mo
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<ModelBundle>> ModelBundle::Load(const std::string& dir,
-                                                              const std::string& device) {
+absl::StatusOr<std::unique_ptr<ModelBundle>> ModelBundle::Load(const std::string& dir, const std::string& device,
+                                                              Precision precision) {
+  at::ScalarType dtype = at::kFloat;
+  if (precision == Precision::kFloat16) dtype = at::kHalf;
+  if (precision == Precision::kBfloat16) dtype = at::kBFloat16;
+  if (precision != Precision::kFloat32) {
+    // The CPU kernels of half precision are few and slow (no float16 convolution at all in
+    // LibTorch 1.13): refused here rather than in the middle of a job.
+    std::optional<torch::Device> parsed;
+    try {
+      parsed.emplace(device);
+    } catch (const std::exception&) {
+      // LoadAs names the bad device.
+    }
+    if (parsed && !parsed->is_cuda()) {
+      return absl::InvalidArgumentError(absl::StrCat("--dtype ", PrecisionName(precision),
+                                                     " needs a CUDA device; device \"", device,
+                                                     "\" is not one; allowed on ", device, ": float32"));
+    }
+  }
+  return LoadAs(dir, device, precision, dtype);
+}
+
+absl::StatusOr<std::unique_ptr<ModelBundle>> ModelBundle::LoadForTest(const std::string& dir, at::ScalarType dtype) {
+  Precision precision = Precision::kFloat32;
+  if (dtype == at::kHalf) precision = Precision::kFloat16;
+  if (dtype == at::kBFloat16) precision = Precision::kBfloat16;
+  return LoadAs(dir, "cpu", precision, dtype);
+}
+
+absl::StatusOr<std::unique_ptr<ModelBundle>> ModelBundle::LoadAs(const std::string& dir, const std::string& device,
+                                                                Precision precision, at::ScalarType dtype) {
   std::unique_ptr<ModelBundle> b(new ModelBundle());
   b->dir_ = dir;
   try {
@@ -96,6 +176,8 @@ absl::StatusOr<std::unique_ptr<ModelBundle>> ModelBundle::Load(const std::string
   } catch (const std::exception& e) {
     return absl::InvalidArgumentError(absl::StrCat("device \"", device, "\" is not a torch device: ", e.what()));
   }
+  b->precision_ = precision;
+  b->dtype_ = dtype;
   if (absl::Status s = b->ReadConfigs(); !s.ok()) return s;
   auto tokenizer = CreateTokenizer(b->config_, dir);
   if (!tokenizer.ok()) return tokenizer.status();
@@ -158,6 +240,23 @@ absl::Status ModelBundle::LoadModules() {
     vae_encoder_ = *std::move(encoder);
     config_.has_vae_encoder = true;
   }
+  if (dtype_ != at::kFloat) {
+    // A second copy of the decoder file, left in float32, for the decodes whose output overflows
+    // in reduced precision (diffusers' force_upcast). Loaded again rather than cloned: a clone
+    // of a frozen module may share its graph, whose constants are cast below.
+    auto decoder32 = LoadModule(dir / "vae_decoder.pt", device_);
+    if (!decoder32.ok()) return decoder32.status();
+    vae_decoder_float32_ = *std::move(decoder32);
+    try {
+      CastModule(text_encoder_, dtype_);
+      CastModule(unet_, dtype_);
+      CastModule(vae_decoder_, dtype_);
+      if (vae_encoder_) CastModule(*vae_encoder_, dtype_);
+    } catch (const std::exception& e) {
+      return absl::InvalidArgumentError(absl::StrCat(dir_, ": the modules could not be cast to ",
+                                                     PrecisionName(precision_), ": ", e.what()));
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -176,11 +275,14 @@ absl::Status ModelBundle::Probe() {
     at::Tensor ids = at::tensor(tokenizer_->Encode(""), opts.dtype(at::kLong)).unsqueeze(0);
     at::Tensor context = text_encoder_.forward({ids}).toTensor();
     if (auto s = CheckShape(context, {1, c.max_length, c.context_dim}, file, "output"); !s.ok()) return s;
+    if (auto s = CheckDtype(context, dtype_, file); !s.ok()) return s;
 
+    // Timesteps stay float32 in every precision (Generation::DenoiseStep).
     file = (dir / "unet.pt").string();
-    at::Tensor latents = at::zeros({1, c.latent_channels, h, w}, opts.dtype(at::kFloat));
+    at::Tensor latents = at::zeros({1, c.latent_channels, h, w}, opts.dtype(dtype_));
     at::Tensor out = unet_.forward({latents, at::full({1}, 500.0, opts.dtype(at::kFloat)), context}).toTensor();
     if (auto s = CheckShape(out, {1, c.latent_channels, h, w}, file, "output"); !s.ok()) return s;
+    if (auto s = CheckDtype(out, dtype_, file); !s.ok()) return s;
 
     file = (dir / "vae_decoder.pt").string();
     at::Tensor image = vae_decoder_.forward({latents}).toTensor();
@@ -188,14 +290,19 @@ absl::Status ModelBundle::Probe() {
         !s.ok()) {
       return s;
     }
+    if (auto s = CheckDtype(image, dtype_, file); !s.ok()) return s;
     if (vae_encoder_) {
       file = (dir / "vae_encoder.pt").string();
       at::Tensor mean = vae_encoder_->forward({image}).toTensor();
       if (auto s = CheckShape(mean, {1, c.latent_channels, h, w}, file, "output"); !s.ok()) return s;
+      if (auto s = CheckDtype(mean, dtype_, file); !s.ok()) return s;
     }
   } catch (const std::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(file, ": probe call with the shapes of model.json failed: ",
-                                                   e.what()));
+    return absl::InvalidArgumentError(absl::StrCat(
+        file, ": probe call with the shapes of model.json failed", dtype_ == at::kFloat ? "" : " in ",
+        dtype_ == at::kFloat ? "" : c10::toString(dtype_),
+        dtype_ == at::kFloat ? "" : " (a module that computes in float32 whatever its input runs only in float32)",
+        ": ", e.what()));
   }
   return absl::OkStatus();
 }

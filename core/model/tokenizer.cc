@@ -37,8 +37,8 @@ absl::StatusOr<std::unique_ptr<WordTokenizer>> WordTokenizer::Create(absl::strin
   for (size_t i = 0; i < lines.size(); ++i) {
     std::string token(absl::StripAsciiWhitespace(lines[i]));
     if (i < 3 && token != kSpecial[i]) {
-      return absl::InvalidArgumentError(absl::StrCat(source, ": line ", i + 1, " is \"", token,
-                                                     "\"; expected ", kSpecial[i]));
+      return absl::InvalidArgumentError(absl::StrCat(source, ": line ", i + 1, " is not ", kSpecial[i],
+                                                     "; expected <pad>, <bos>, <eos> on lines 1 to 3"));
     }
     if (token.empty()) {
       return absl::InvalidArgumentError(absl::StrCat(source, ": line ", i + 1, " is empty"));

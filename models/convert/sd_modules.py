@@ -265,8 +265,8 @@ def text_arch(cfg: Dict[str, Any], where: str = "text_encoder/config.json") -> D
 # Shared pieces
 # --------------------------------------------------------------------------------------------
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, scale: float,
-              upcast: bool, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+def _attention_explicit(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, scale: float,
+                        upcast: bool, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Multi-head scaled dot-product attention on [B, N, H*D] inputs, by hand (torch 1.13 has no
     F.scaled_dot_product_attention). Scores and softmax in float32 when upcast (or already float32)."""
     b, n, inner = q.shape
@@ -284,6 +284,29 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, sca
     probs = torch.softmax(scores.float(), dim=-1).to(v.dtype)
     out = torch.matmul(probs, v)
     return out.permute(0, 2, 1, 3).reshape(b, n, inner)
+
+
+def _attention_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, scale: float,
+                    upcast: bool, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """The same through F.scaled_dot_product_attention (torch >= 2.0), whose fused kernels keep
+    the scores in float32 on their own (diffusers' AttnProcessor2_0 ignores upcast_attention the
+    same way). Its scale is 1/sqrt(D), as every caller's here; any other takes the explicit path
+    (torch 2.0's has no scale argument)."""
+    b, n, inner = q.shape
+    m = k.shape[1]
+    d = inner // heads
+    if abs(scale * math.sqrt(d) - 1.0) > 1e-6:
+        return _attention_explicit(q, k, v, heads, scale, upcast, mask)
+    q = q.reshape(b, n, heads, d).permute(0, 2, 1, 3)
+    k = k.reshape(b, m, heads, d).permute(0, 2, 1, 3)
+    v = v.reshape(b, m, heads, d).permute(0, 2, 1, 3)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    return out.permute(0, 2, 1, 3).reshape(b, n, inner)
+
+
+# Chosen once, by the exporting torch: TorchScript compiles only the function a module calls, so
+# torch 1.13 never sees the F.scaled_dot_product_attention call.
+attention = _attention_sdpa if hasattr(F, "scaled_dot_product_attention") else _attention_explicit
 
 
 # --------------------------------------------------------------------------------------------

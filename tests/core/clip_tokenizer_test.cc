@@ -225,7 +225,7 @@ TEST(ClipBpeTokenizer, BadMergesNameTheFileAndTheMerge) {
   WriteFile(dir.path() / "merges.txt", "#version: 0.2\ni n\nt h e\n");
   auto t = ClipBpeTokenizer::Load(dir.path().string(), kMaxLength);
   ASSERT_FALSE(t.ok());
-  EXPECT_NE(t.status().message().find("merges.txt: merge 2 is \"t h e\""), std::string::npos) << t.status();
+  EXPECT_NE(t.status().message().find("merges.txt: merge 2 is not two tokens"), std::string::npos) << t.status();
 
   WriteFile(dir.path() / "merges.txt", "#version: 0.2\ni n\nqqqqqq zzzzzz\n");
   t = ClipBpeTokenizer::Load(dir.path().string(), kMaxLength);

@@ -293,20 +293,20 @@ TEST_F(EngineTest, JobIdIsFreeOnceItsJobHasEnded) {
   ASSERT_TRUE(first->final_status().ok()) << first->final_status();
   auto second = Run(TinyJobRequest("reused", 1));
   EXPECT_TRUE(second->final_status().ok()) << second->final_status();
-  EXPECT_FALSE(engine_->Cancel("reused")) << "an ended job can still be cancelled";
+  EXPECT_FALSE(engine_->Cancel("", "reused")) << "an ended job can still be cancelled";
 }
 
 TEST_F(EngineTest, CancelOfAQueuedJobEndsItAtOnce) {
   auto running = PinWorker("running");
   auto queued = NewListener();
   ASSERT_TRUE(engine_->Submit(TinyJobRequest("queued"), queued).ok());
-  EXPECT_TRUE(engine_->Cancel("queued"));
+  EXPECT_TRUE(engine_->Cancel("", "queued"));
   // Ended inside Cancel, while the worker is still held: no waiting.
   EXPECT_TRUE(queued->ended());
   EXPECT_EQ(queued->final_status().code(), absl::StatusCode::kCancelled) << queued->final_status();
   EXPECT_EQ(queued->events(), (std::vector<Event>{Event::kAccepted, Event::kError}));
   EXPECT_EQ(engine_->queue_depth(), 0);
-  EXPECT_FALSE(engine_->Cancel("queued")) << "cancelled twice";
+  EXPECT_FALSE(engine_->Cancel("", "queued")) << "cancelled twice";
   EXPECT_EQ(observer_.jobs_finished(JobOutcome::kCancelled), 1);
   running->Release();
   ASSERT_TRUE(running->WaitForEnd());
@@ -315,7 +315,7 @@ TEST_F(EngineTest, CancelOfAQueuedJobEndsItAtOnce) {
 
 TEST_F(EngineTest, CancelOfARunningJobEndsItAtTheNextStep) {
   auto running = PinWorker("running", /*step=*/2, /*steps=*/10);
-  EXPECT_TRUE(engine_->Cancel("running"));
+  EXPECT_TRUE(engine_->Cancel("", "running"));
   EXPECT_FALSE(running->ended());
   running->Release();
   ASSERT_TRUE(running->WaitForEnd());
@@ -325,7 +325,7 @@ TEST_F(EngineTest, CancelOfARunningJobEndsItAtTheNextStep) {
   EXPECT_EQ(observer_.jobs_finished(JobOutcome::kCancelled), 1);
 }
 
-TEST_F(EngineTest, CancelOfAnUnknownJobIsFalse) { EXPECT_FALSE(engine_->Cancel("never-submitted")); }
+TEST_F(EngineTest, CancelOfAnUnknownJobIsFalse) { EXPECT_FALSE(engine_->Cancel("", "never-submitted")); }
 
 // A call cancels only its own job (the server passes the reactor as owner): not one whose id made
 // it ALREADY_EXISTS, nor a later job that reused the id.
@@ -334,15 +334,39 @@ TEST_F(EngineTest, CancelWithAnOwnerCancelsOnlyThatListenersJob) {
   auto queued = NewListener();
   ASSERT_TRUE(engine_->Submit(TinyJobRequest("queued"), queued).ok());
   auto stranger = NewListener();
-  EXPECT_FALSE(engine_->Cancel("running", stranger.get()));
-  EXPECT_FALSE(engine_->Cancel("queued", stranger.get()));
+  EXPECT_FALSE(engine_->Cancel("", "running", stranger.get()));
+  EXPECT_FALSE(engine_->Cancel("", "queued", stranger.get()));
   EXPECT_EQ(engine_->queue_depth(), 1);
-  EXPECT_TRUE(engine_->Cancel("queued", queued.get()));
-  EXPECT_TRUE(engine_->Cancel("running", running.get()));
+  EXPECT_TRUE(engine_->Cancel("", "queued", queued.get()));
+  EXPECT_TRUE(engine_->Cancel("", "running", running.get()));
   running->Release();
   ASSERT_TRUE(running->WaitForEnd());
   EXPECT_EQ(running->final_status().code(), absl::StatusCode::kCancelled) << running->final_status();
   EXPECT_EQ(queued->final_status().code(), absl::StatusCode::kCancelled) << queued->final_status();
+}
+
+// Issue 14: job ids are per principal, and a principal cancels only its own jobs: another's job
+// with the same id is neither in the way (ALREADY_EXISTS) nor reachable (Cancel is false).
+TEST_F(EngineTest, JobIdsAndCancelAreScopedToThePrincipal) {
+  auto running = PinWorker("running", /*step=*/1, /*steps=*/10);
+  JobRequest alice = TinyJobRequest("render-42");
+  alice.principal = "alice";
+  JobRequest bob = TinyJobRequest("render-42");
+  bob.principal = "bob";
+  auto alices = NewListener();
+  auto bobs = NewListener();
+  ASSERT_TRUE(engine_->Submit(alice, alices).ok());
+  ASSERT_TRUE(engine_->Submit(bob, bobs).ok());
+  EXPECT_EQ(engine_->Submit(alice, NewListener()).code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_FALSE(engine_->Cancel("mallory", "render-42"));
+  EXPECT_FALSE(engine_->Cancel("", "render-42"));
+  EXPECT_TRUE(engine_->Cancel("bob", "render-42"));
+  EXPECT_EQ(engine_->queue_depth(), 1);
+  running->Release();
+  ASSERT_TRUE(alices->WaitForEnd());
+  ASSERT_TRUE(bobs->WaitForEnd());
+  EXPECT_TRUE(alices->final_status().ok()) << alices->final_status();
+  EXPECT_EQ(bobs->final_status().code(), absl::StatusCode::kCancelled);
 }
 
 // CancelJob's OK promises CANCELLED: a cancel accepted during a model call that then fails still
@@ -353,13 +377,13 @@ TEST(EngineWithAFakePipeline, ACancelAcceptedBeforeAFailureWins) {
   pipeline.poison_job_id = "doomed";
   auto engine = Engine::CreateForTest(Engine::Options{}, {model}, {&pipeline}, nullptr, nullptr);
   bool accepted = false;
-  pipeline.during_step = [&] { accepted = engine->Cancel("doomed"); };  // on the worker, mid-call
+  pipeline.during_step = [&] { accepted = engine->Cancel("", "doomed"); };  // on the worker, mid-call
   auto listener = std::make_shared<FakeJobListener>();
   ASSERT_TRUE(engine->Submit(TinyJobRequest("doomed"), listener).ok());
   ASSERT_TRUE(listener->WaitForEnd());
   EXPECT_TRUE(accepted);
   EXPECT_EQ(listener->final_status().code(), absl::StatusCode::kCancelled) << listener->final_status();
-  EXPECT_FALSE(engine->Cancel("doomed"));
+  EXPECT_FALSE(engine->Cancel("", "doomed"));
 }
 
 // A listener that calls the engine back from its callbacks (as a gRPC reaction run inline by
@@ -370,7 +394,7 @@ class CallsBackListener : public FakeJobListener {
   explicit CallsBackListener(Engine* engine) : engine_(engine) {}
   void OnAccepted(const std::string& job_id, int queue_position) override {
     FakeJobListener::OnAccepted(job_id, queue_position);
-    cancelled_from_callback = engine_->Cancel(job_id);
+    cancelled_from_callback = engine_->Cancel("", job_id);
     queue_depth_seen = engine_->queue_depth();
   }
   bool cancelled_from_callback = false;

@@ -2,11 +2,14 @@
 // under the queue's lock (job.h states the lock order).
 #include "core/engine/job_queue.h"
 
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include <gtest/gtest.h>
+
+#include "absl/strings/match.h"
 
 #include "tests/support/fake_job_listener.h"
 #include "tests/support/fake_pipeline.h"
@@ -20,9 +23,12 @@ using test::FakeJobListener;
 class JobQueueTest : public ::testing::Test {
  protected:
   std::shared_ptr<Job> Make(const std::string& id, std::shared_ptr<JobListener> listener = nullptr,
-                            absl::Time deadline = absl::InfiniteFuture()) {
+                            absl::Time deadline = absl::InfiniteFuture(), const std::string& principal = "",
+                            int priority = 0) {
     auto job = std::make_shared<Job>(listener ? std::move(listener) : std::make_shared<FakeJobListener>());
     job->sequence = sequence_++;  // admission order: the queue's tie-break
+    job->request.principal = principal;
+    job->request.priority = priority;
     job->request.job_id = id;
     job->request.num_images = 1;
     job->request.deadline = deadline;
@@ -35,7 +41,7 @@ class JobQueueTest : public ::testing::Test {
 };
 
 TEST_F(JobQueueTest, FullQueueIsRefusedAtOnceAndClosedQueueIsUnavailable) {
-  JobQueue queue(1, absl::Seconds(10), &clock_);
+  JobQueue queue(1, 0, absl::Seconds(10), &clock_);
   EXPECT_TRUE(queue.Push(Make("a")).ok());
   EXPECT_EQ(queue.Push(Make("b")).code(), absl::StatusCode::kResourceExhausted);
   EXPECT_EQ(queue.Close().size(), 1u);
@@ -46,14 +52,14 @@ TEST_F(JobQueueTest, FullQueueIsRefusedAtOnceAndClosedQueueIsUnavailable) {
 // and the last report is the size the queue has.
 TEST_F(JobQueueTest, ReportsItsSizeAfterEveryChange) {
   std::vector<int> sizes;
-  JobQueue queue(4, absl::Seconds(10), &clock_, [&](int size) { sizes.push_back(size); });
+  JobQueue queue(4, 0, absl::Seconds(10), &clock_, [&](int size) { sizes.push_back(size); });
   ASSERT_TRUE(queue.Push(Make("a")).ok());
   ASSERT_TRUE(queue.Push(Make("b", nullptr, clock_.Now() + absl::Seconds(1))).ok());
   ASSERT_TRUE(queue.Push(Make("c")).ok());
   ASSERT_TRUE(queue.Push(Make("d")).ok());
   EXPECT_EQ(queue.Push(Make("refused")).code(), absl::StatusCode::kResourceExhausted);  // no change
   EXPECT_EQ(queue.PopWhile([](const Job&) { return false; }).size(), 0u);               // no change
-  EXPECT_NE(queue.Remove("c"), nullptr);
+  EXPECT_NE(queue.Remove("", "c"), nullptr);
   clock_.Advance(absl::Seconds(2));
   EXPECT_EQ(queue.RemoveExpired(clock_.Now()).size(), 1u);
   EXPECT_EQ(queue.PopWhile([](const Job& job) { return job.request.job_id == "a"; }).size(), 1u);
@@ -62,7 +68,7 @@ TEST_F(JobQueueTest, ReportsItsSizeAfterEveryChange) {
 }
 
 TEST_F(JobQueueTest, AcceptedThenEveryNewPositionInOrder) {
-  JobQueue queue(4, absl::Seconds(10), &clock_);
+  JobQueue queue(4, 0, absl::Seconds(10), &clock_);
   auto first = std::make_shared<FakeJobListener>();
   auto last = std::make_shared<FakeJobListener>();
   ASSERT_TRUE(queue.Push(Make("a", first)).ok());
@@ -70,7 +76,7 @@ TEST_F(JobQueueTest, AcceptedThenEveryNewPositionInOrder) {
   ASSERT_TRUE(queue.Push(Make("c", last)).ok());
   EXPECT_EQ(first->accepted_position(), 0);
   EXPECT_EQ(last->accepted_position(), 2);
-  EXPECT_NE(queue.Remove("b"), nullptr);
+  EXPECT_NE(queue.Remove("", "b"), nullptr);
   EXPECT_EQ(queue.PopWhile([](const Job& job) { return job.request.job_id == "a"; }).size(), 1u);
   EXPECT_EQ(last->queue_positions(), (std::vector<int>{1, 0}));
   EXPECT_EQ(queue.PopWhile([](const Job&) { return true; }).size(), 1u);
@@ -86,7 +92,7 @@ class ReentrantListener : public JobListener {
   void OnAccepted(const std::string&, int) override { sizes_seen.push_back(queue_->size()); }
   void OnQueuePosition(int position) override {
     sizes_seen.push_back(queue_->size());
-    if (position == 0) removed_behind = queue_->Remove("behind") != nullptr;
+    if (position == 0) removed_behind = queue_->Remove("", "behind") != nullptr;
   }
   void OnProgress(ProgressUpdate) override {}
   void OnResult(JobResult) override {}
@@ -100,7 +106,7 @@ class ReentrantListener : public JobListener {
 };
 
 TEST_F(JobQueueTest, ListenersMayCallBackIntoTheQueue) {
-  JobQueue queue(4, absl::Seconds(10), &clock_);
+  JobQueue queue(4, 0, absl::Seconds(10), &clock_);
   auto reentrant = std::make_shared<ReentrantListener>(&queue);
   ASSERT_TRUE(queue.Push(Make("head")).ok());
   ASSERT_TRUE(queue.Push(Make("mine", reentrant)).ok());  // OnAccepted reads the size: 2
@@ -110,6 +116,50 @@ TEST_F(JobQueueTest, ListenersMayCallBackIntoTheQueue) {
   EXPECT_EQ(reentrant->sizes_seen, (std::vector<int>{2, 2}));
   EXPECT_TRUE(reentrant->removed_behind);
   EXPECT_EQ(queue.size(), 1);
+}
+
+// Issue 14: one client cannot take the whole queue.
+TEST_F(JobQueueTest, EachPrincipalHasAShareOfTheQueue) {
+  JobQueue queue(8, 2, absl::Seconds(10), &clock_);
+  const absl::Time never = absl::InfiniteFuture();
+  EXPECT_TRUE(queue.Push(Make("a1", nullptr, never, "alice")).ok());
+  EXPECT_TRUE(queue.Push(Make("a2", nullptr, never, "alice")).ok());
+  const absl::Status third = queue.Push(Make("a3", nullptr, never, "alice"));
+  EXPECT_EQ(third.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_TRUE(absl::StrContains(third.message(), "2 jobs waiting")) << third;
+  EXPECT_TRUE(queue.Push(Make("b1", nullptr, never, "bob")).ok());
+  EXPECT_EQ(queue.size(), 3);
+  // Another principal's id is not found, so it cannot be removed (cancelled) by the wrong one.
+  EXPECT_EQ(queue.Remove("bob", "a1"), nullptr);
+  EXPECT_NE(queue.Remove("alice", "a1"), nullptr);
+  EXPECT_TRUE(queue.Push(Make("a3", nullptr, never, "alice")).ok());  // room again
+}
+
+// Positions count the jobs ahead when principals take turns; a principal's priority orders only
+// its own jobs, and PopWhile takes the head of the principal its caller ranks first.
+TEST_F(JobQueueTest, PrincipalsTakeTurns) {
+  JobQueue queue(8, 0, absl::Seconds(10), &clock_);
+  const absl::Time never = absl::InfiniteFuture();
+  auto a2 = std::make_shared<FakeJobListener>();
+  auto b1 = std::make_shared<FakeJobListener>();
+  ASSERT_TRUE(queue.Push(Make("a1", nullptr, never, "alice", 100)).ok());
+  ASSERT_TRUE(queue.Push(Make("a2", a2, never, "alice", 100)).ok());
+  ASSERT_TRUE(queue.Push(Make("a3", nullptr, never, "alice", 100)).ok());
+  ASSERT_TRUE(queue.Push(Make("b1", b1, never, "bob", -100)).ok());
+  EXPECT_EQ(a2->accepted_position(), 1);
+  EXPECT_EQ(a2->queue_positions(), (std::vector<int>{2}));  // b1 takes a turn before it
+  EXPECT_EQ(b1->accepted_position(), 0);
+  std::map<std::string, int> taken;
+  std::vector<std::string> order;
+  auto jobs = queue.PopWhile(
+      [&](const Job& job) {
+        ++taken[job.request.principal];
+        order.push_back(job.request.job_id);
+        return true;
+      },
+      [&](const std::string& principal) -> int64_t { return taken[principal]; });
+  EXPECT_EQ(order, (std::vector<std::string>{"a1", "b1", "a2", "a3"}));
+  EXPECT_EQ(jobs.size(), 4u);
 }
 
 }  // namespace

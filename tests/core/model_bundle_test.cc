@@ -7,12 +7,17 @@
 #include <sstream>
 #include <string>
 
+#include <c10/core/InferenceMode.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 
 #include "core/math/sampler_registry.h"
 #include "tests/support/scratch_dir.h"
 #include "tests/support/test_bundle.h"
+#include "tests/support/test_device.h"
 
 namespace imagegen {
 namespace {
@@ -36,7 +41,9 @@ void WriteText(const fs::path& path, const std::string& text) {
 }
 
 TEST(ModelBundle, LoadsTheTinyBundle) {
-  auto bundle = ModelBundle::Load(TestBundleDir());
+  // float32 whatever IMAGEGEN_TEST_DTYPE says: tiny-random's modules (models/train/ldm.py)
+  // compute in float32 whatever their input.
+  auto bundle = ModelBundle::Load(TestBundleDir(), test::TestDevice());
   ASSERT_TRUE(bundle.ok()) << bundle.status();
   const ModelConfig& c = (*bundle)->config();
   EXPECT_EQ(c.name, test::kTinyModel);
@@ -52,8 +59,82 @@ TEST(ModelBundle, LoadsTheTinyBundle) {
   EXPECT_EQ((*bundle)->tokenizer().Encode("").front(), WordTokenizer::kBosId);
   EXPECT_EQ((*bundle)->schedule().num_train_timesteps(), 1000);
   EXPECT_TRUE((*bundle)->has_vae_encoder());
-  EXPECT_TRUE((*bundle)->device().is_cpu());
+  EXPECT_EQ((*bundle)->device(), torch::Device(test::TestDevice()));
+  EXPECT_EQ((*bundle)->precision(), Precision::kFloat32);
+  EXPECT_EQ((*bundle)->dtype(), torch::kFloat);
+  EXPECT_EQ((*bundle)->vae_decoder_float32(), nullptr);
   EXPECT_EQ((*bundle)->dir(), TestBundleDir());
+}
+
+TEST(Precision, ParsesItsNamesAndRefusesOthersNamingTheAllowed) {
+  for (Precision p : {Precision::kFloat32, Precision::kFloat16, Precision::kBfloat16}) {
+    auto parsed = ParsePrecision(PrecisionName(p));
+    ASSERT_TRUE(parsed.ok()) << parsed.status();
+    EXPECT_EQ(*parsed, p);
+  }
+  EXPECT_STREQ(PrecisionName(Precision::kFloat16), "float16");
+  for (const char* bad : {"fp16", "half", "Float32", ""}) {
+    auto parsed = ParsePrecision(bad);
+    ASSERT_FALSE(parsed.ok()) << bad;
+    EXPECT_EQ(parsed.status().code(), absl::StatusCode::kInvalidArgument);
+    const std::string message(parsed.status().message());
+    EXPECT_NE(message.find(absl::StrCat("\"", bad, "\"")), std::string::npos) << message;
+    EXPECT_NE(message.find("float32, float16, bfloat16"), std::string::npos) << message;
+  }
+}
+
+TEST(ModelBundle, ReducedPrecisionOnTheCpuIsRefusedSayingWhatIsAllowed) {
+  for (Precision p : {Precision::kFloat16, Precision::kBfloat16}) {
+    auto bundle = ModelBundle::Load(TestBundleDir(), "cpu", p);
+    ASSERT_FALSE(bundle.ok());
+    EXPECT_EQ(bundle.status().code(), absl::StatusCode::kInvalidArgument);
+    const std::string message(bundle.status().message());
+    EXPECT_NE(message.find(absl::StrCat("--dtype ", PrecisionName(p), " needs a CUDA device")), std::string::npos)
+        << message;
+    EXPECT_NE(message.find("allowed on cpu: float32"), std::string::npos) << message;
+  }
+  // A bad device is still named as one.
+  auto bundle = ModelBundle::Load(TestBundleDir(), "tpu:7", Precision::kFloat16);
+  ASSERT_FALSE(bundle.ok());
+  EXPECT_NE(bundle.status().message().find("tpu:7"), absl::string_view::npos) << bundle.status();
+}
+
+// The SD reference bundle on the test device in the test precision (IMAGEGEN_TEST_DTYPE):
+// the probes ran in it, and a float32 decoder is kept for the decodes that overflow.
+TEST(ModelBundle, LoadsAnSdBundleInTheTestPrecision) {
+  auto bundle = ModelBundle::Load(test::SdBundlesDir() + "/sd1-tiny", test::TestDevice(), test::TestPrecision());
+  ASSERT_TRUE(bundle.ok()) << bundle.status();
+  EXPECT_EQ((*bundle)->precision(), test::TestPrecision());
+  EXPECT_EQ((*bundle)->vae_decoder_float32() != nullptr, test::TestPrecision() != Precision::kFloat32);
+}
+
+// Casting reaches the weights a frozen module keeps as graph constants: in float64 the outputs
+// are float64 and within float32 rounding of the float32 modules'.
+TEST(ModelBundle, CastsFrozenModulesToTheirDtype) {
+  const std::string dir = test::SdBundlesDir() + "/sd1-tiny";
+  auto float32 = ModelBundle::Load(dir);
+  ASSERT_TRUE(float32.ok()) << float32.status();
+  auto float64 = ModelBundle::LoadForTest(dir, torch::kDouble);
+  ASSERT_TRUE(float64.ok()) << float64.status();
+  EXPECT_EQ((*float64)->dtype(), torch::kDouble);
+  EXPECT_EQ((*float64)->precision(), Precision::kFloat32);
+  c10::InferenceMode guard;
+  at::Tensor z = at::randn({1, 4, 8, 8});
+  at::Tensor a = (*float32)->vae_decoder().forward({z}).toTensor();
+  at::Tensor b = (*float64)->vae_decoder().forward({z.to(torch::kDouble)}).toTensor();
+  EXPECT_EQ(b.scalar_type(), torch::kDouble);
+  EXPECT_TRUE(at::allclose(a, b.to(torch::kFloat), 1e-4, 1e-4)) << (a - b).abs().max();
+}
+
+// A module that computes in float32 whatever its input fails the probe in another precision,
+// naming its file and saying why.
+TEST(ModelBundle, ModulesThatComputeInFloat32AloneFailTheProbeInAnotherPrecision) {
+  auto bundle = ModelBundle::LoadForTest(TestBundleDir(), torch::kDouble);
+  ASSERT_FALSE(bundle.ok());
+  EXPECT_EQ(bundle.status().code(), absl::StatusCode::kInvalidArgument);
+  const std::string message(bundle.status().message());
+  EXPECT_NE(message.find(".pt: "), std::string::npos) << message;
+  EXPECT_NE(message.find("float32"), std::string::npos) << message;
 }
 
 TEST(ModelBundle, UnknownDeviceIsAnError) {
@@ -299,4 +380,38 @@ TEST(FindBundleDirs, MissingFolderIsNotFound) {
 }
 
 }  // namespace
+// Issue 14: a bundle file that is a symbolic link out of the bundle's folder is refused, naming
+// the file but neither the target nor anything read from it; a link within the folder (as
+// Kubernetes mounts ConfigMaps) is followed.
+TEST_F(BrokenBundleTest, SymlinksOutOfTheBundleAreRefusedWithoutEchoingTheTarget) {
+  fs::path outside = scratch_.path() / "secret.txt";
+  {
+    std::ofstream out(outside);
+    out << "root:x:0:0:top-secret-content\n";
+  }
+  fs::remove(dir_ / "vocab.txt");
+  fs::create_symlink(outside, dir_ / "vocab.txt");
+  auto bundle = ModelBundle::Load(dir_.string());
+  ASSERT_FALSE(bundle.ok());
+  EXPECT_TRUE(absl::StrContains(bundle.status().message(), "vocab.txt: a symbolic link out of its folder"))
+      << bundle.status();
+  EXPECT_FALSE(absl::StrContains(bundle.status().message(), "secret")) << bundle.status();
+
+  fs::remove(dir_ / "vocab.txt");
+  fs::create_directory(dir_ / "..data");
+  fs::copy_file(TestBundleDir() + "/vocab.txt", dir_ / "..data" / "vocab.txt");
+  fs::create_symlink("..data/vocab.txt", dir_ / "vocab.txt");
+  fs::rename(dir_ / "unet.pt", dir_ / "..data" / "unet.pt");
+  fs::create_symlink("..data/unet.pt", dir_ / "unet.pt");
+  EXPECT_TRUE(ModelBundle::Load(dir_.string()).ok());
+
+  fs::remove(dir_ / "unet.pt");
+  fs::create_symlink(fs::absolute(dir_ / ".." / "elsewhere.pt"), dir_ / "unet.pt");
+  fs::copy_file(dir_ / "..data" / "unet.pt", dir_ / ".." / "elsewhere.pt");
+  bundle = ModelBundle::Load(dir_.string());
+  ASSERT_FALSE(bundle.ok());
+  EXPECT_TRUE(absl::StrContains(bundle.status().message(), "unet.pt: a symbolic link out of its folder"))
+      << bundle.status();
+}
+
 }  // namespace imagegen

@@ -10,7 +10,11 @@
 
 #include <gtest/gtest.h>
 
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+
 #include "core/engine/job_queue.h"
+#include "core/image/png_codec.h"
 #include "tests/support/fake_engine_observer.h"
 #include "tests/support/fake_job_listener.h"
 #include "tests/support/fake_pipeline.h"
@@ -27,7 +31,7 @@ using Ids = std::vector<std::string>;
 class StepSchedulerTest : public ::testing::Test {
  protected:
   void Build(StepScheduler::Options options, int capacity = 16) {
-    queue_ = std::make_unique<JobQueue>(capacity, absl::Seconds(10), &clock_);
+    queue_ = std::make_unique<JobQueue>(capacity, 0, absl::Seconds(10), &clock_);
     scheduler_ = std::make_unique<StepScheduler>(
         options, queue_.get(), &pipeline_, &clock_, &observer_, [this](Job& job) { started_.push_back(job.request.job_id); },
         [](Job& job, absl::Status status, JobResult* result) {
@@ -45,6 +49,7 @@ class StepSchedulerTest : public ::testing::Test {
                                         absl::Time deadline = absl::InfiniteFuture(), int width = 32) {
     auto listener = std::make_shared<FakeJobListener>();
     auto job = std::make_shared<Job>(listener);
+    job->request.principal = principal_;
     job->request.job_id = id;
     job->request.model = "m";
     job->request.steps = steps;
@@ -69,6 +74,7 @@ class StepSchedulerTest : public ::testing::Test {
   std::map<std::string, std::shared_ptr<Job>> jobs_;
   std::vector<std::string> started_;
   uint64_t next_sequence_ = 0;
+  std::string principal_;  // of the jobs Push makes
 };
 
 TEST_F(StepSchedulerTest, JobsJoinAndLeaveAtStepBoundaries) {
@@ -213,7 +219,7 @@ TEST_F(StepSchedulerTest, CancelledJobsLeaveTheBatchAtTheNextStepAndQueuedOnesAt
   EXPECT_EQ(pipeline_.calls.back(), (Ids{"b"}));
   EXPECT_EQ(scheduler_->num_running(), 1);  // a's state is gone
   Push("queued", 3);
-  ASSERT_NE(queue_->Remove("queued"), nullptr);
+  ASSERT_NE(queue_->Remove("", "queued"), nullptr);
   EXPECT_EQ(queue_->size(), 0);
 }
 
@@ -384,6 +390,82 @@ TEST_F(StepSchedulerTest, FailAllEndsEveryRunningJob) {
   EXPECT_EQ(a->final_status().code(), absl::StatusCode::kUnavailable);
   EXPECT_EQ(b->final_status().code(), absl::StatusCode::kUnavailable);
   EXPECT_EQ(scheduler_->num_running(), 0);
+}
+
+// Issue 14: one client floods with large jobs (a different size, so never batched with the small
+// one); another client's small job must run its steps between the flood's, not after it. The
+// fake clock charges 1 s per call of the flood and 10 ms per call of the small job.
+TEST_F(StepSchedulerTest, AFloodingPrincipalDelaysAnotherBySomeStepsAtMost) {
+  pipeline_.on_call = [this](const Ids& ids) {
+    clock_.Advance(ids.front()[0] == 'a' ? absl::Seconds(1) : absl::Milliseconds(10));
+  };
+  principal_ = "alice";
+  for (int i = 0; i < 8; ++i) Push(absl::StrCat("a", i), 30, 8, 100, absl::InfiniteFuture(), 64);
+  scheduler_->Tick();
+  scheduler_->Tick();
+  principal_ = "bob";
+  auto small = Push("small", 30, 2);
+  const size_t calls_before = pipeline_.calls.size();
+  for (int i = 0; i < 200 && !small->ended(); ++i) scheduler_->Tick();
+  ASSERT_TRUE(small->ended());
+  EXPECT_TRUE(small->final_status().ok());
+  int flood_calls = 0;
+  for (size_t i = calls_before; i < pipeline_.calls.size(); ++i) flood_calls += pipeline_.calls[i].front()[0] == 'a';
+  // Admitted although alice's four jobs fill the row budget, and done within two of her steps
+  // (the old rule, the group that waited longest, alternated: 30 of them).
+  EXPECT_LE(flood_calls, 2);
+  EXPECT_LE(clock_.Now() - jobs_["small"]->accepted_at, absl::Seconds(3));
+}
+
+TEST_F(StepSchedulerTest, AdmissionTakesTurnsBetweenPrincipalsWhateverTheirPriorities) {
+  StepScheduler::Options options;
+  options.max_batch_rows = 4;  // two jobs of 2 rows
+  Build(options);
+  principal_ = "alice";
+  Push("a1", 1, 2, 100);
+  Push("a2", 1, 2, 100);
+  Push("a3", 1, 2, 100);
+  principal_ = "bob";
+  Push("b1", 1, 2, -5);
+  for (int i = 0; i < 3; ++i) scheduler_->Tick();
+  EXPECT_EQ(started_, (Ids{"a1", "b1", "a2", "a3"}));
+}
+
+TEST_F(StepSchedulerTest, ACallThatRunsOutOfMemoryIsRetriedWithHalfItsJobs) {
+  pipeline_.max_rows = 4;
+  auto a = Push("a", 2, 2);
+  auto b = Push("b", 2, 2);
+  auto c = Push("c", 2, 2);
+  scheduler_->Tick();
+  EXPECT_EQ(observer_.batch_splits(), (std::vector<int>{6}));
+  EXPECT_EQ(pipeline_.calls, (std::vector<Ids>{{"a"}, {"b", "c"}}));
+  for (int i = 0; i < 4; ++i) scheduler_->Tick();
+  for (const auto& l : {a, b, c}) EXPECT_TRUE(l->final_status().ok()) << l->final_status();
+  // A single job that does not fit fails, alone.
+  auto big = Push("big", 2, 6);
+  auto small = Push("small", 2, 2);
+  for (int i = 0; i < 6; ++i) scheduler_->Tick();
+  EXPECT_EQ(big->final_status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_TRUE(small->final_status().ok());
+}
+
+// Issue 14: a queued job holds its init image encoded; the worker decodes it when the job starts,
+// and an undecodable one fails only its own job.
+TEST_F(StepSchedulerTest, InitImagesAreDecodedWhenTheJobStarts) {
+  RasterImage gray{32, 32, 1, std::vector<uint8_t>(32 * 32, 100)};
+  absl::StatusOr<std::string> png = EncodePng(gray);
+  ASSERT_TRUE(png.ok());
+  auto good = Push("good", 2, 2);
+  auto bad = Push("bad", 2, 2);
+  jobs_["good"]->request.init_image_encoded = *png;
+  jobs_["bad"]->request.init_image_encoded = png->substr(0, 60);  // the header, but no pixels
+  scheduler_->Tick();
+  EXPECT_EQ(pipeline_.starts, (std::vector<Ids>{{"good"}}));
+  EXPECT_EQ(pipeline_.start_init_pixels, (std::vector<size_t>{32 * 32}));
+  EXPECT_EQ(bad->final_status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(bad->final_status().message(), "init_image")) << bad->final_status();
+  scheduler_->Tick();
+  EXPECT_TRUE(good->final_status().ok());
 }
 
 }  // namespace

@@ -1,7 +1,7 @@
 // Fuzz target: arbitrary bytes as a serialized imagegen.v1.GenerateRequest, through what the
 // server does with a request before a worker sees it: protobuf parsing, ToJobRequest (model
-// lookup, defaults, enums, init_image decoding, job id) and ValidateJobRequest (what
-// Engine::Submit runs).
+// lookup, defaults, enums, init_image header, job id) and ValidateJobRequest (what
+// Engine::Submit runs); then the init_image decoding that a worker does.
 //
 // Built two ways (tests/CMakeLists.txt): with libFuzzer in the clang AddressSanitizer build
 // (generate_request_fuzzer; a short run is a CTest, a long run is in docs/TESTING.md), and with
@@ -10,6 +10,7 @@
 //
 // Besides "no crash, no leak, no undefined behaviour", an accepted request must be one a worker
 // can run within the server's limits: the checks below abort on a request that slipped through.
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <fstream>
@@ -20,6 +21,7 @@
 
 #include "absl/time/time.h"
 #include "core/engine/engine.h"
+#include "core/image/image_codec.h"
 #include "core/math/sampler_registry.h"
 #include "core/model/model_config.h"
 #include "imagegen/v1/imagegen.pb.h"
@@ -95,9 +97,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   Require(job->num_images >= 1 && job->num_images <= limits.max_images, "num_images");
   Require(static_cast<int>(job->prompt.size()) <= 4 * limits.max_prompt_chars, "prompt length");
   Require(!job->job_id.empty() && job->job_id.size() <= 64, "job_id");
-  if (!job->init_image.pixels.empty()) {
-    Require(job->init_image.width == job->width && job->init_image.height == job->height, "init_image size");
+  if (job->has_init_image()) {
+    Require(job->init_image_width() == job->width && job->init_image_height() == job->height, "init_image size");
     Require(request.init_image().size() <= static_cast<size_t>(limits.max_init_image_bytes), "init_image bytes");
+    // What a worker does with it (StepScheduler::Start): decode, bounded to the size that the
+    // header declared (PeekImageHeader, in ToJobRequest). This is where the decoders meet the
+    // fuzzed bytes; an image they decode must have the header's size.
+    auto image = imagegen::DecodeImage(job->init_image_encoded,
+                                       imagegen::DecodeLimits{std::max(job->width, job->height),
+                                                              int64_t{job->width} * job->height});
+    if (image.ok()) {
+      Require(image->width == job->init_image_width() && image->height == job->init_image_height(),
+              "init_image decodes to another size than its header declares");
+    }
   }
   return 0;
 }

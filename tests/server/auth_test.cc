@@ -67,7 +67,7 @@ TEST(AuthTokenFile, SkipsBlankAndCommentLinesAndTrims) {
   const std::string right = absl::StrCat("Bearer ", kToken), other = absl::StrCat("Bearer ", kOtherToken);
   EXPECT_TRUE(checker->Check(Metadata({{"authorization", right}})).ok());
   EXPECT_TRUE(checker->Check(Metadata({{"authorization", other}})).ok());
-  EXPECT_EQ(checker->Check(Metadata({{"authorization", "Bearer old-token"}})).code(),
+  EXPECT_EQ(checker->Check(Metadata({{"authorization", "Bearer old-token"}})).status().code(),
             absl::StatusCode::kUnauthenticated);
 }
 
@@ -103,7 +103,7 @@ TEST(AuthTokenChecker, AnswersMissingOrInvalidWithoutEchoingTheToken) {
   const std::vector<std::vector<std::pair<std::string, std::string>>> missing = {
       {}, {{"authorization", absl::StrCat("Basic ", token)}}, {{"authorization", "Bearer   "}}, {{"x-token", token}}};
   for (const auto& headers : missing) {
-    const absl::Status status = checker->Check(Metadata(headers));
+    const absl::Status status = checker->Check(Metadata(headers)).status();
     EXPECT_EQ(status.code(), absl::StatusCode::kUnauthenticated);
     EXPECT_TRUE(absl::StrContains(status.message(), "missing bearer token")) << status;
     EXPECT_FALSE(absl::StrContains(status.message(), token)) << status;
@@ -113,7 +113,7 @@ TEST(AuthTokenChecker, AnswersMissingOrInvalidWithoutEchoingTheToken) {
   last_changed.back() ^= 1;
   for (const std::string& wrong : {std::string("nope"), token.substr(0, token.size() - 1), token + "x", last_changed,
                                    token + token}) {
-    const absl::Status status = checker->Check(Metadata({{"authorization", absl::StrCat("Bearer ", wrong)}}));
+    const absl::Status status = checker->Check(Metadata({{"authorization", absl::StrCat("Bearer ", wrong)}})).status();
     EXPECT_EQ(status.code(), absl::StatusCode::kUnauthenticated) << wrong;
     EXPECT_TRUE(absl::StrContains(status.message(), "not valid")) << status;
     EXPECT_FALSE(absl::StrContains(status.message(), wrong)) << status;
@@ -122,6 +122,46 @@ TEST(AuthTokenChecker, AnswersMissingOrInvalidWithoutEchoingTheToken) {
   for (const std::string& value : {absl::StrCat("bearer ", token), absl::StrCat("BEARER\t", token),
                                    absl::StrCat("  Bearer   ", token, "  ")}) {
     EXPECT_TRUE(checker->Check(Metadata({{"authorization", value}})).ok()) << value;
+  }
+}
+
+// Issue 14: a line may name its principal and its highest priority; plain tokens are principals
+// of their own; several tokens may share a name (rotation).
+TEST(AuthTokenFile, NamesPrincipalsAndTheirMaxPriority) {
+  auto checker = BearerTokenChecker::FromContents(
+      "alice:tok-a max_priority=5\nbob:tok-b\nplain:token:with:colons\n  tok-c  \nalice:tok-a2\n", "tokens.txt",
+      /*default_max_priority=*/-3);
+  ASSERT_TRUE(checker.ok()) << checker.status();
+  auto who = [&](const std::string& token) {
+    absl::StatusOr<Principal> p = (*checker)->Check(Metadata({{"authorization", "Bearer " + token}}));
+    EXPECT_TRUE(p.ok()) << token << ": " << p.status();
+    return p.ok() ? *p : Principal{};
+  };
+  EXPECT_EQ(who("tok-a").name, "alice");
+  EXPECT_EQ(who("tok-a").max_priority, 5);
+  EXPECT_EQ(who("tok-a2").name, "alice");
+  EXPECT_EQ(who("tok-a2").max_priority, -3);
+  EXPECT_EQ(who("tok-b").name, "bob");
+  EXPECT_EQ(who("token:with:colons").name, "plain");
+  EXPECT_EQ(who("tok-c").name, "token-L4");
+  EXPECT_TRUE(who("tok-b").from_tokens_file);
+  EXPECT_EQ((*checker)->principal_names(), (std::vector<std::string>{"alice", "bob", "plain", "token-L4"}));
+  // A token whose part before ':' is no name is a plain token.
+  auto odd = BearerTokenChecker::FromContents("=x:secret\n", "tokens.txt");
+  ASSERT_TRUE(odd.ok()) << odd.status();
+  EXPECT_TRUE((*odd)->Check(Metadata({{"authorization", "Bearer =x:secret"}})).ok());
+}
+
+TEST(AuthTokenFile, BadFieldsAndRepeatedTokensAreRefusedByLine) {
+  for (const std::string& contents :
+       {std::string("alice:tok-a max_priority=101\n"), std::string("ok\nalice:tok-a max_prio=1\n"),
+        std::string("alice:tok-a max_priority=1 more\n"), std::string("alice:same\nbob:same\n")}) {
+    auto checker = BearerTokenChecker::FromContents(contents, "tokens.txt");
+    ASSERT_FALSE(checker.ok()) << contents;
+    EXPECT_EQ(checker.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_TRUE(absl::StrContains(checker.status().message(), "line ")) << checker.status();
+    EXPECT_FALSE(absl::StrContains(checker.status().message(), "tok-a")) << checker.status();
+    EXPECT_FALSE(absl::StrContains(checker.status().message(), "same")) << checker.status();
   }
 }
 
@@ -388,6 +428,27 @@ TEST_F(AuthServerTest, TokensAndMutualTlsTogether) {
   auto stub = Stub(grpc::SslCredentials(good));
   EXPECT_EQ(ListModels(*stub).error_code(), grpc::StatusCode::UNAUTHENTICATED);
   EXPECT_TRUE(ListModels(*stub, kToken).ok());
+}
+
+// Issue 14: priorities are bounded per principal, and a cancel names only the caller's own jobs
+// (with the client's id cut to 128 bytes in the answer).
+TEST_F(AuthServerTest, PriorityIsBoundedAndCancelReachesOnlyOwnJobs) {
+  StartWithTokens();
+  auto stub = Stub(grpc::InsecureChannelCredentials());
+  v1::GenerateRequest request = SmallRequest();
+  request.set_priority(1);
+  grpc::Status status = Generate(*stub, request, kToken);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::PERMISSION_DENIED) << status.error_message();
+  EXPECT_TRUE(absl::StrContains(status.error_message(), "priority is 1")) << status.error_message();
+  request.set_priority(-7);
+  EXPECT_TRUE(Generate(*stub, request, kToken).ok());
+
+  v1::CancelJobRequest cancel;
+  cancel.set_job_id(std::string(10000, 'x'));
+  v1::CancelJobResponse response;
+  status = stub->CancelJob(test::NewCallContext(kOtherToken).get(), cancel, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_LT(status.error_message().size(), 250u) << status.error_message();
 }
 
 TEST_F(AuthServerTest, HealthAnswersWithoutAToken) {

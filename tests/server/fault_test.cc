@@ -429,7 +429,7 @@ TEST_F(FaultTest, ClientsThatDisconnectLeaveNothingRunningOrQueued) {
   // next step; then the engine holds nothing and the gauges are back to 0.
   ASSERT_TRUE(engine().WaitUntilIdle(absl::Now() + test::kTestTimeout)) << "a job outlived its client";
   EXPECT_EQ(engine().queue_depth(), 0);
-  EXPECT_FALSE(engine().Cancel("walk-away"));
+  EXPECT_FALSE(engine().Cancel("", "walk-away"));
   const std::string metrics = ScrapeMetrics();
   EXPECT_EQ(SumSamples(metrics, "imagegen_requests_total", {"outcome=\"cancelled\""}), 2.0) << metrics;
   EXPECT_EQ(SumSamples(metrics, "imagegen_requests_total", {"outcome=\"ok\""}).value_or(0), 0.0) << metrics;

@@ -280,7 +280,7 @@ TEST_F(ImageGeneratorServiceTest, ClientCancelEndsTheRunningJobAndTheServerServe
   const grpc::Status next = GenerateImages(SmallRequest(), &response);
   ASSERT_TRUE(next.ok()) << next.error_message();
   EXPECT_EQ(response.images_size(), 1);
-  EXPECT_FALSE(server_->engine().Cancel("walk-away")) << "the abandoned job still runs";
+  EXPECT_FALSE(server_->engine().Cancel("", "walk-away")) << "the abandoned job still runs";
   // And it ended cancelled, not by running to completion.
   const std::string metrics = ScrapeMetrics();
   EXPECT_EQ(SumSamples(metrics, "imagegen_requests_total", {"outcome=\"cancelled\""}), 1.0) << metrics;

@@ -75,4 +75,14 @@ void FakeEngineObserver::OnJobFinished(const std::string&, JobOutcome outcome, a
   images_ += images;
 }
 
+std::vector<int> FakeEngineObserver::batch_splits() const {
+  absl::MutexLock lock(&mu_);
+  return batch_splits_;
+}
+
+void FakeEngineObserver::OnBatchSplit(const std::string&, int rows) {
+  absl::MutexLock lock(&mu_);
+  batch_splits_.push_back(rows);
+}
+
 }  // namespace imagegen::test

@@ -27,11 +27,13 @@ class FakeEngineObserver : public EngineObserver {
   std::vector<int> model_call_steps() const;
   // The job ids of every OnPreviewFailed, in order.
   std::vector<std::string> preview_failures() const;
+  std::vector<int> batch_splits() const;  // the rows of every call that was split
 
   void OnJobRejected(const std::string& model) override;
   void OnJobStarted(const std::string& model, absl::Duration queue_time) override;
   void OnModelCall(const std::string& model, int rows, int job_steps, absl::Duration duration) override;
   void OnFirstPreview(const std::string& model, absl::Duration since_accepted) override;
+  void OnBatchSplit(const std::string& model, int rows) override;
   void OnPreviewFailed(const std::string& model, const std::string& job_id, const absl::Status& status) override;
   void OnJobFinished(const std::string& model, JobOutcome outcome, absl::Duration total,
                      int images) override;
@@ -46,6 +48,7 @@ class FakeEngineObserver : public EngineObserver {
   std::vector<int> rows_ ABSL_GUARDED_BY(mu_);
   std::vector<int> steps_ ABSL_GUARDED_BY(mu_);
   std::vector<std::string> preview_failures_ ABSL_GUARDED_BY(mu_);
+  std::vector<int> batch_splits_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace imagegen::test

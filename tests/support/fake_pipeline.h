@@ -57,6 +57,7 @@ class FakePipeline : public Pipeline {
     std::vector<absl::StatusOr<std::unique_ptr<JobState>>> out;
     for (const JobRequest* r : requests) {
       ids.push_back(r->job_id);
+      start_init_pixels.push_back(r->init_image.pixels.size());
       if (r->prompt == "fail start") {
         out.push_back(absl::InvalidArgumentError("sampler refused"));
       } else {
@@ -86,7 +87,9 @@ class FakePipeline : public Pipeline {
         ids.push_back(f->id);
         rows += f->rows();
       }
+      if (max_rows > 0 && rows > max_rows) throw std::runtime_error("CUDA out of memory (fake, in Step)");
     });
+    if (on_call) on_call(ids);
     if (!status.ok()) return status;
     for (JobState* s : batch) ++static_cast<FakeJobState*>(s)->steps;
     calls.push_back(ids);
@@ -108,11 +111,17 @@ class FakePipeline : public Pipeline {
   }
 
   std::vector<std::vector<std::string>> starts;  // job ids per Start call
+  std::vector<size_t> start_init_pixels;         // per request Start saw: its decoded init image's bytes
   std::vector<std::vector<std::string>> calls;   // job ids per Step call
   std::vector<int> call_rows;
   std::string poison_job_id;
   std::string broken_preview_job_id;
   int calls_per_step = 1;  // of the jobs Start makes from now on
+  // A Step of more rows runs out of memory (RESOURCE_EXHAUSTED); 0: never.
+  int max_rows = 0;
+  // Hears the job ids of every Step call that fails for no other reason (before it counts), e.g.
+  // to advance a fake clock by what the call would take.
+  std::function<void(const std::vector<std::string>& ids)> on_call;
   // Run inside Step and Finish: what another thread does while the model runs.
   std::function<void()> during_step;
   std::function<void()> during_finish;
