@@ -19,7 +19,7 @@ std::vector<DeviceMemory> QueryDeviceMemory(const std::vector<std::string>& devi
       // The statistics' type moved between LibTorch 2.x releases (CUDACachingAllocator::
       // DeviceStats, then c10::CachingDeviceAllocator::DeviceStats); its fields did not. Index 0
       // of each StatArray is StatType::AGGREGATE (both pools).
-      const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(
+      const auto stats = c10::cuda::CUDACachingAllocator::get()->getDeviceStats(
           static_cast<c10::DeviceIndex>(device.has_index() ? device.index() : 0));
       out.push_back({name, static_cast<int64_t>(stats.allocated_bytes[0].current),
                      static_cast<int64_t>(stats.reserved_bytes[0].current)});

@@ -212,8 +212,11 @@ std::vector<size_t> StepScheduler::PickBatch() const {
 void StepScheduler::StepBatch(const std::vector<size_t>& batch) {
   std::vector<std::pair<size_t, absl::Status>> ends;  // failed, then the finished (OK) ones
   CallModel(batch, &ends);
+  const size_t failed = ends.size();
   for (size_t i : batch) {
-    if (running_[i].state->done()) ends.emplace_back(i, absl::OkStatus());
+    const bool failed_call =
+        std::any_of(ends.begin(), ends.begin() + static_cast<std::ptrdiff_t>(failed), [i](const auto& e) { return e.first == i; });
+    if (!failed_call && running_[i].state->done()) ends.emplace_back(i, absl::OkStatus());
   }
   // End erases: go from the back.
   std::sort(ends.begin(), ends.end(), [](const auto& a, const auto& b) { return a.first > b.first; });

@@ -21,6 +21,7 @@
 #include "tests/support/fake_job_listener.h"
 #include "tests/support/fake_pipeline.h"
 #include "tests/support/test_bundle.h"
+#include "tests/support/test_device.h"
 
 namespace imagegen {
 namespace {
@@ -34,6 +35,7 @@ class EngineTest : public ::testing::Test {
  protected:
   virtual Engine::Options EngineOptions() {
     Engine::Options options;
+    options.devices = {test::TestDevice()};  // IMAGEGEN_TEST_DEVICE (scripts/gpu_check.sh)
     options.intra_op_threads = 1;  // ctest runs two test processes on two cores
     return options;
   }

@@ -4,11 +4,12 @@
 1. Bob cannot cancel Alice's job (NOT_FOUND), and her job id is free for him (no ALREADY_EXISTS
    that would tell him which ids she uses).
 2. While Alice floods the server with large jobs, Bob's small job finishes before any of hers
-   and within ten seconds (the worker shares its steps between clients; before, it waited for
-   her whole backlog).
+   and within 30 s (the worker shares its steps between clients; before, it waited for her
+   whole backlog).
 3. While Alice sends decompression bombs as init images (a PNG whose zlib stream goes on with
    hundreds of MB of zeros, and one made of zTXt chunks that inflate to 8 MB each), the health
-   service and ListModels answer within a second, and every bomb gets an answer.
+   service and ListModels answer within 5 s (milliseconds, measured; 22.5 s before), and every
+   bomb gets an answer.
 
 Usage: isolation_test.py BUILD_DIR REPO_ROOT BUNDLE_DIR
 """
@@ -140,7 +141,9 @@ def main():
             problems.append(f"bob's small job failed: {err.code()}: {err.details()}")
         if alice_done_first:
             problems.append(f"alice's flood jobs {alice_done_first} finished before bob's small job")
-        if bob_done - t0 > 10:
+        # A bound far from both ways it can go (0.4 s measured here; before, his job waited for
+        # her backlog: minutes), so that a slow CI machine does not fail it.
+        if bob_done - t0 > 30:
             problems.append(f"bob's small job took {bob_done - t0:.1f} s during the flood")
         for i in range(8):  # end the flood
             call_ok(lambda: stub.CancelJob(pb.CancelJobRequest(job_id=f"flood-{i}"), metadata=md["alice"], timeout=10))
@@ -173,7 +176,8 @@ def main():
         print(f"isolation_test: during the bombs the slowest Health/Check took {worst_health * 1000:.0f} ms, "
               f"ListModels {worst_list * 1000:.0f} ms; answers: "
               f"{[('OK' if a is None else a.code().name) for a in answers]}")
-        if worst_health > 1 or worst_list > 1:
+        # Milliseconds here; 22.5 s before, when the gRPC threads decoded the bombs.
+        if worst_health > 5 or worst_list > 5:
             problems.append(f"health {worst_health:.2f} s / ListModels {worst_list:.2f} s during the bombs")
         if len(answers) != 8:
             problems.append(f"{len(answers)} of 8 bombs were answered")

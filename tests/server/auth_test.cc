@@ -26,6 +26,7 @@
 #include "tests/support/service_client.h"
 #include "tests/support/scratch_dir.h"
 #include "tests/support/test_bundle.h"
+#include "tests/support/test_device.h"
 
 namespace imagegen {
 namespace {
@@ -246,6 +247,7 @@ class AuthServerTest : public ::testing::Test {
     options.listen = "127.0.0.1:0";
     options.metrics_listen = "";  // no ~2 s exposer shutdown
     options.model_dir = test::TestBundleDir();
+    options.engine.devices = {test::TestDevice()};  // IMAGEGEN_TEST_DEVICE (scripts/gpu_check.sh)
     options.engine.intra_op_threads = 1;
     return options;
   }

@@ -35,6 +35,7 @@
 #include "tests/support/scratch_dir.h"
 #include "tests/support/service_client.h"
 #include "tests/support/test_bundle.h"
+#include "tests/support/test_device.h"
 
 // The allocating fault asks for 1 PiB. AddressSanitizer and ThreadSanitizer end the process on
 // an allocation they cannot serve unless told to fail it as malloc does; the sanitizer builds
@@ -223,6 +224,7 @@ class FaultTest : public ::testing::Test {
     options.listen = "127.0.0.1:0";
     options.metrics_listen = "";
     options.model_dir = bundles_.path().string();
+    options.engine.devices = {test::TestDevice()};  // IMAGEGEN_TEST_DEVICE (scripts/gpu_check.sh)
     options.default_model = test::kTinyModel;
     options.request_log = false;
     options.engine.intra_op_threads = 1;  // ctest runs two test processes on two cores

@@ -26,6 +26,7 @@
 #include "tests/support/scratch_dir.h"
 #include "tests/support/service_client.h"
 #include "tests/support/test_bundle.h"
+#include "tests/support/test_device.h"
 
 namespace imagegen {
 namespace {
@@ -49,6 +50,7 @@ class SdServingTest : public ::testing::Test {
     options.metrics_listen = "";
     options.request_log = false;
     options.model_dir = models_.path().string();
+    options.engine.devices = {test::TestDevice()};  // IMAGEGEN_TEST_DEVICE (scripts/gpu_check.sh)
     options.engine.intra_op_threads = 1;
     auto server = ImageGenServer::Start(options);
     ASSERT_TRUE(server.ok()) << server.status();

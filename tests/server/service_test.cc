@@ -32,6 +32,7 @@
 #include "tests/support/http_get.h"
 #include "tests/support/service_client.h"
 #include "tests/support/test_bundle.h"
+#include "tests/support/test_device.h"
 
 namespace imagegen {
 namespace {
@@ -52,6 +53,7 @@ class ImageGeneratorServiceTest : public ::testing::Test {
     options.listen = "127.0.0.1:0";
     options.metrics_listen = "127.0.0.1:0";
     options.model_dir = test::TestBundleDir();
+    options.engine.devices = {test::TestDevice()};  // IMAGEGEN_TEST_DEVICE (scripts/gpu_check.sh)
     options.engine.max_queue = MaxQueue();
     options.engine.intra_op_threads = 1;  // ctest runs two test processes on two cores
     auto server = ImageGenServer::Start(options);
