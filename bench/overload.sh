@@ -18,7 +18,7 @@
 # Two clients (issue 14; bench/RESULTS.md, "Two clients"): a server with two bearer tokens,
 # alice and bob. Bob's default requests (DDIM 30 steps, one 32x32 image, closed loop, one at a
 # time, N of them, default 40) are timed alone, then while alice floods the server with 16
-# concurrent requests of 4 images of 256x256. Prints bob's latency percentiles both ways.
+# concurrent requests of 4 images of 128x128. Prints bob's latency percentiles both ways.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${IMAGEGEN_BUILD_DIR:-"$root/build"}
@@ -67,7 +67,7 @@ if ((two_clients)); then
   bob() { loadgen --token_file="$out/bob" --concurrency=1 --requests="$requests" --warmup=3 --json="$out/$1.json" \
             >/dev/null 2>"$out/$1.err"; }
   bob alone
-  loadgen --token_file="$out/alice" --concurrency=16 --requests=1000000 --num_images=4 --width=256 --height=256 \
+  loadgen --token_file="$out/alice" --concurrency=16 --requests=1000000 --num_images=4 --width=128 --height=128 \
       --timeout_s=3600 >/dev/null 2>"$out/flood.err" &
   flood_pid=$!
   sleep 3  # her queue share fills and her jobs run
@@ -75,7 +75,7 @@ if ((two_clients)); then
   kill "$flood_pid" 2>/dev/null || true
   wait "$flood_pid" 2>/dev/null || true
   echo "Server: default model, bearer tokens alice and bob (--max_queue_per_client=16); bob: DDIM 30 steps, one"
-  echo "32x32 image, one request at a time, $requests requests; alice: 16 concurrent requests of 4 images of 256x256."
+  echo "32x32 image, one request at a time, $requests requests; alice: 16 concurrent requests of 4 images of 128x128."
   echo
   echo "| bob's requests | p50 ms | p95 ms | p99 ms | images/s |"
   echo "| --- | ---: | ---: | ---: | ---: |"

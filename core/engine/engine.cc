@@ -126,6 +126,7 @@ absl::Status Engine::Submit(JobRequest request, std::shared_ptr<JobListener> lis
   if (auto s = ValidateJobRequest(request, *model, options_.limits); !s.ok()) return s;
 
   auto job = std::make_shared<Job>(std::move(listener));
+  job->row_weight = RowWeight(request, *model);
   job->request = std::move(request);
   job->accepted_at = clock_->Now();
   {

@@ -54,7 +54,8 @@ class Engine {
     // LibTorch inter-op threads, process-wide; 0: LibTorch's default. Only the first engine of
     // a process sets it (LibTorch allows one setting, before any parallel work).
     int interop_threads = 0;
-    // UNet rows per call (guidance counts two rows per image).
+    // UNet rows per call (guidance counts two rows per image), a row of an image larger than the
+    // model's default counting its pixels over the default's, rounded up (RowWeight, job.h).
     int max_batch_rows = 32;
     // How long an idle worker waits for queued rows to fill a first batch.
     absl::Duration max_queue_delay = absl::ZeroDuration();

@@ -101,6 +101,12 @@ RequestLimits ResolveLimits(const RequestLimits& server, const ModelConfig& mode
   return limits;
 }
 
+int RowWeight(const JobRequest& r, const ModelConfig& model) {
+  const int64_t base = std::max<int64_t>(int64_t{model.default_width} * model.default_height, 1);
+  const int64_t pixels = int64_t{r.width} * r.height;
+  return static_cast<int>(std::max<int64_t>(1, (pixels + base - 1) / base));
+}
+
 int StepsToRun(const JobRequest& r) {
   if (!r.has_init_image()) return r.steps;
   return r.steps - ImageToImageStartStep(r.steps, r.strength);

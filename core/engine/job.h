@@ -84,6 +84,12 @@ double RequestWork(const JobRequest& request);
 inline constexpr size_t kMaxEchoBytes = 128;
 std::string ClipForEcho(absl::string_view text);
 
+// How many rows of the worker's row budget (--max_batch_rows) one UNet row of `request` takes: 1
+// at the model's default size or smaller, else its pixels over the default's, rounded up (a 256x256
+// row of the 32x32 embedded model counts 64), so that the budget bounds a call's cost and one
+// client's large images cannot make every call, and the wait for it, long.
+int RowWeight(const JobRequest& request, const ModelConfig& model);
+
 // The denoising steps `request` runs: steps, or for image to image the last
 // min(int(steps * strength), steps) of them. The one unit of progress (Sampler::steps_done).
 int StepsToRun(const JobRequest& request);
@@ -245,6 +251,7 @@ struct Job {
   std::atomic<int> stop{static_cast<int>(StopReason::kNone)};
   std::atomic<bool> started{false};  // a worker took it from the queue
   absl::Time started_at;  // when it did; written by that worker before `started`
+  int row_weight = 1;  // RowWeight, set at admission
 
   // Asks the worker to stop the job for `reason` (kCancelled or kShutdown). True when the job
   // will end for that reason; false when it already stops for another or its result is claimed.
@@ -254,6 +261,8 @@ struct Job {
   }
   // UNet rows per step: images, twice with guidance.
   int rows() const { return request.guidance_scale != 1.0 ? 2 * request.num_images : request.num_images; }
+  // What it takes of the worker's row budget: rows() x row_weight.
+  int budget_rows() const { return rows() * row_weight; }
 };
 
 }  // namespace imagegen

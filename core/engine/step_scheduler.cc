@@ -28,7 +28,7 @@ StepScheduler::StepScheduler(const Options& options, JobQueue* queue, Pipeline* 
 
 int StepScheduler::running_rows() const {
   int rows = 0;
-  for (const Running& r : running_) rows += r.job->rows();
+  for (const Running& r : running_) rows += r.job->budget_rows();
   return rows;
 }
 
@@ -50,7 +50,7 @@ bool StepScheduler::Tick() {
 int StepScheduler::RowsOf(const std::string& principal) const {
   int rows = 0;
   for (const Running& r : running_) {
-    if (r.job->request.principal == principal) rows += r.job->rows();
+    if (r.job->request.principal == principal) rows += r.job->budget_rows();
   }
   return rows;
 }
@@ -71,10 +71,11 @@ void StepScheduler::Admit() {
         int& mine = rows_of(job.request.principal);
         // A job larger than the whole budget still runs, alone, when the worker is idle; a
         // principal with nothing running here gets one job in whatever the budget.
-        const bool fits = job.rows() <= free_rows || (idle && first) || (mine == 0 && !options_.request_level);
+        const bool fits =
+            job.budget_rows() <= free_rows || (idle && first) || (mine == 0 && !options_.request_level);
         if (fits) {
-          free_rows -= job.rows();
-          mine += job.rows();
+          free_rows -= job.budget_rows();
+          mine += job.budget_rows();
         }
         first = false;
         return fits;
@@ -143,14 +144,16 @@ void StepScheduler::Start(const std::vector<std::shared_ptr<Job>>& jobs) {
     }
     const std::string& principal = jobs[i]->request.principal;
     if (!charged_.contains(principal)) {
-      // Starts running again: charged from the least charge of those running (no banked credit).
+      // Starts running again: charged from the least charge of those running, less the last
+      // call's time (the call it waited for), so it runs that long before the others go on; no
+      // credit banked while idle.
       double least = 0;
       bool any = false;
       for (const auto& [p, c] : charged_) {
         least = any ? std::min(least, c) : c;
         any = true;
       }
-      charged_[principal] = least;
+      charged_[principal] = any ? least - absl::ToDoubleSeconds(last_call_) : 0;
     }
     running_.push_back(Running{jobs[i], *std::move(started[i].state), started[i].start, started[i].text_encode});
   }
@@ -195,15 +198,15 @@ std::vector<size_t> StepScheduler::PickBatch() const {
   }
   // The lead's group, in admission order, within the row budget (the lead always goes).
   std::vector<size_t> batch;
-  int rows = running_[lead].state->rows();
+  int rows = running_[lead].job->budget_rows();
   for (size_t i = 0; i < running_.size(); ++i) {
     if (i == lead) {
       batch.push_back(i);
       continue;
     }
     if (!SameGroup(running_[i].job->request, running_[lead].job->request)) continue;
-    if (rows + running_[i].state->rows() > options_.max_batch_rows) continue;
-    rows += running_[i].state->rows();
+    if (rows + running_[i].job->budget_rows() > options_.max_batch_rows) continue;
+    rows += running_[i].job->budget_rows();
     batch.push_back(i);
   }
   return batch;
@@ -253,6 +256,7 @@ void StepScheduler::CallModel(const std::vector<size_t>& part,
     return;
   }
   const absl::Duration duration = clock_->Now() - start;
+  last_call_ = duration;
   int steps_completed = 0;
   for (size_t i : part) {
     Running& r = running_[i];

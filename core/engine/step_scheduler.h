@@ -15,8 +15,8 @@
 //   - Each principal is charged the model time of its rows (a call's duration split by rows),
 //     and the next call is for the group of the running job whose principal has been charged
 //     least (start-time fair queueing: a principal that starts running again is charged from the
-//     least charge of those running, so idle time banks no credit); ties go to the group that
-//     waited longest. A small job of one client therefore runs its steps between two steps of
+//     least charge of those running, less the time of the call it waited for, so idle time
+//     banks no credit); ties go to the group that waited longest. A small job of one client therefore runs its steps between two steps of
 //     another client's large job, not after it.
 // A call that runs out of memory is retried as two calls of half its jobs each, down to single
 // jobs, before any job fails RESOURCE_EXHAUSTED.
@@ -45,7 +45,9 @@ namespace imagegen {
 class StepScheduler {
  public:
   struct Options {
-    // UNet rows per call (guidance counts two per image). A job larger than this runs alone.
+    // UNet rows per call (guidance counts two per image), each row counted Job::row_weight times
+    // (RowWeight: rows of larger images than the model's default count more). A job larger than
+    // this runs alone.
     int max_batch_rows = 32;
     // Admit new jobs only when none runs.
     bool request_level = false;
@@ -107,6 +109,7 @@ class StepScheduler {
   std::vector<Running> running_;  // in admission order
   // Model time charged to each principal with running jobs, in seconds (fair sharing, above).
   absl::flat_hash_map<std::string, double> charged_;
+  absl::Duration last_call_;  // the last model call's time
   int64_t tick_ = 0;
 };
 

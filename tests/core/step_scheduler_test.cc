@@ -18,6 +18,7 @@
 #include "tests/support/fake_engine_observer.h"
 #include "tests/support/fake_job_listener.h"
 #include "tests/support/fake_pipeline.h"
+#include "tests/support/test_bundle.h"
 
 namespace imagegen {
 namespace {
@@ -411,10 +412,11 @@ TEST_F(StepSchedulerTest, AFloodingPrincipalDelaysAnotherBySomeStepsAtMost) {
   EXPECT_TRUE(small->final_status().ok());
   int flood_calls = 0;
   for (size_t i = calls_before; i < pipeline_.calls.size(); ++i) flood_calls += pipeline_.calls[i].front()[0] == 'a';
-  // Admitted although alice's four jobs fill the row budget, and done within two of her steps
-  // (the old rule, the group that waited longest, alternated: 30 of them).
-  EXPECT_LE(flood_calls, 2);
-  EXPECT_LE(clock_.Now() - jobs_["small"]->accepted_at, absl::Seconds(3));
+  // Admitted although alice's four jobs fill the row budget, and done before her next step: it
+  // starts with the credit of the call it waited for (the old rule, the group that waited
+  // longest, alternated: 30 of her steps).
+  EXPECT_EQ(flood_calls, 0);
+  EXPECT_LE(clock_.Now() - jobs_["small"]->accepted_at, absl::Seconds(1));
 }
 
 TEST_F(StepSchedulerTest, AdmissionTakesTurnsBetweenPrincipalsWhateverTheirPriorities) {
@@ -466,6 +468,33 @@ TEST_F(StepSchedulerTest, InitImagesAreDecodedWhenTheJobStarts) {
   EXPECT_TRUE(absl::StrContains(bad->final_status().message(), "init_image")) << bad->final_status();
   scheduler_->Tick();
   EXPECT_TRUE(good->final_status().ok());
+}
+
+// Rows of images larger than the model's default count more of the budget (Job::row_weight,
+// RowWeight), so that a call of large images stays as short as a call of default ones.
+TEST_F(StepSchedulerTest, LargeImagesTakeMoreOfTheRowBudget) {
+  StepScheduler::Options options;
+  options.max_batch_rows = 16;
+  Build(options);
+  Push("big1", 2, 2, 0, absl::InfiniteFuture(), 64);
+  Push("big2", 2, 2, 0, absl::InfiniteFuture(), 64);
+  jobs_["big1"]->row_weight = 8;  // 2 rows x 8 = 16: the whole budget
+  jobs_["big2"]->row_weight = 8;
+  scheduler_->Tick();
+  EXPECT_EQ(started_, (Ids{"big1"}));
+  EXPECT_EQ(pipeline_.calls.back(), (Ids{"big1"}));
+}
+
+TEST(RowWeight, IsTheImagesPixelsOverTheDefaultsRoundedUp) {
+  const ModelConfig model = test::TinyModelConfig();  // 32x32
+  JobRequest r = test::TinyJobRequest("w");
+  EXPECT_EQ(RowWeight(r, model), 1);
+  r.width = r.height = 16;
+  EXPECT_EQ(RowWeight(r, model), 1);
+  r.width = r.height = 40;
+  EXPECT_EQ(RowWeight(r, model), 2);
+  r.width = r.height = 256;
+  EXPECT_EQ(RowWeight(r, model), 64);
 }
 
 }  // namespace
