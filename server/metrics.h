@@ -1,5 +1,5 @@
 // Prometheus metrics: what the engine reports (EngineObserver) and what only the server sees
-// (invalid requests, previews sent or replaced before sending). docs/METRICS.md lists them.
+// (invalid requests, previews sent or replaced before sending). README.md ("Metrics") lists them.
 #ifndef IMAGEGEN_SERVER_METRICS_H_
 #define IMAGEGEN_SERVER_METRICS_H_
 
