@@ -34,8 +34,9 @@ ABSL_FLAG(std::string, dtype, "float32",
           "What the models compute in: float32, float16 or bfloat16 (the last two on CUDA devices only; the "
           "samplers keep float32 latents, and a VAE decode that comes out non-finite is redone in float32).");
 ABSL_FLAG(int, max_batch_rows, 32,
-          "UNet rows per batched call (guidance counts two rows per image); a row of an image larger than the "
-          "model's default counts its pixels over the default's, rounded up.");
+          "UNet rows per batched call, and the rows a worker runs at once (guidance counts two rows per image); "
+          "in a call, a row of an image larger than the model's default counts its pixels over the default's, "
+          "rounded up.");
 ABSL_FLAG(int, max_queue_delay_ms, 0, "How long an idle worker waits for queued work to fill a first batch.");
 ABSL_FLAG(std::string, batching, "step",
           "step: jobs join and leave the batch at every denoising step (continuous batching); request: a "

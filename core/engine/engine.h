@@ -55,7 +55,8 @@ class Engine {
     // a process sets it (LibTorch allows one setting, before any parallel work).
     int interop_threads = 0;
     // UNet rows per call (guidance counts two rows per image), a row of an image larger than the
-    // model's default counting its pixels over the default's, rounded up (RowWeight, job.h).
+    // model's default counting its pixels over the default's, rounded up (RowWeight, job.h); also
+    // the plain rows of the jobs a worker runs at once.
     int max_batch_rows = 32;
     // How long an idle worker waits for queued rows to fill a first batch.
     absl::Duration max_queue_delay = absl::ZeroDuration();

@@ -84,10 +84,10 @@ double RequestWork(const JobRequest& request);
 inline constexpr size_t kMaxEchoBytes = 128;
 std::string ClipForEcho(absl::string_view text);
 
-// How many rows of the worker's row budget (--max_batch_rows) one UNet row of `request` takes: 1
-// at the model's default size or smaller, else its pixels over the default's, rounded up (a 256x256
-// row of the 32x32 embedded model counts 64), so that the budget bounds a call's cost and one
-// client's large images cannot make every call, and the wait for it, long.
+// How many rows of a call's row budget (--max_batch_rows) one UNet row of `request` takes: 1 at
+// the model's default size or smaller, else its pixels over the default's, rounded up (a 256x256
+// row of the 32x32 embedded model counts 64), so that the budget bounds a call's cost and large
+// images are not batched into calls that make everyone wait long. (Admission counts plain rows.)
 int RowWeight(const JobRequest& request, const ModelConfig& model);
 
 // The denoising steps `request` runs: steps, or for image to image the last
@@ -261,7 +261,7 @@ struct Job {
   }
   // UNet rows per step: images, twice with guidance.
   int rows() const { return request.guidance_scale != 1.0 ? 2 * request.num_images : request.num_images; }
-  // What it takes of the worker's row budget: rows() x row_weight.
+  // What it takes of a call's row budget: rows() x row_weight.
   int budget_rows() const { return rows() * row_weight; }
 };
 

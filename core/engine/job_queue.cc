@@ -42,7 +42,7 @@ absl::Status JobQueue::Push(std::shared_ptr<Job> job) {
     }
     auto it = mine.insert(Entry{Key(*job), job->sequence, job, -1}).first;
     ++size_;
-    queued_rows_ += job->budget_rows();
+    queued_rows_ += job->rows();
     it->last_position = Position(static_cast<int>(std::distance(mine.begin(), it)));
     job->events.RecordAccepted(job->request.job_id, it->last_position);
     notify.push_back(job);
@@ -55,7 +55,7 @@ absl::Status JobQueue::Push(std::shared_ptr<Job> job) {
 std::shared_ptr<Job> JobQueue::Take(std::map<std::string, PrincipalQueue>::iterator principal,
                                     PrincipalQueue::iterator it) {
   std::shared_ptr<Job> job = it->job;
-  queued_rows_ -= job->budget_rows();
+  queued_rows_ -= job->rows();
   --size_;
   principal->second.erase(it);
   if (principal->second.empty()) queues_.erase(principal);

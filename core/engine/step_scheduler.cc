@@ -28,7 +28,7 @@ StepScheduler::StepScheduler(const Options& options, JobQueue* queue, Pipeline* 
 
 int StepScheduler::running_rows() const {
   int rows = 0;
-  for (const Running& r : running_) rows += r.job->budget_rows();
+  for (const Running& r : running_) rows += r.job->rows();
   return rows;
 }
 
@@ -50,7 +50,7 @@ bool StepScheduler::Tick() {
 int StepScheduler::RowsOf(const std::string& principal) const {
   int rows = 0;
   for (const Running& r : running_) {
-    if (r.job->request.principal == principal) rows += r.job->budget_rows();
+    if (r.job->request.principal == principal) rows += r.job->rows();
   }
   return rows;
 }
@@ -71,11 +71,10 @@ void StepScheduler::Admit() {
         int& mine = rows_of(job.request.principal);
         // A job larger than the whole budget still runs, alone, when the worker is idle; a
         // principal with nothing running here gets one job in whatever the budget.
-        const bool fits =
-            job.budget_rows() <= free_rows || (idle && first) || (mine == 0 && !options_.request_level);
+        const bool fits = job.rows() <= free_rows || (idle && first) || (mine == 0 && !options_.request_level);
         if (fits) {
-          free_rows -= job.budget_rows();
-          mine += job.budget_rows();
+          free_rows -= job.rows();
+          mine += job.rows();
         }
         first = false;
         return fits;
@@ -196,7 +195,9 @@ std::vector<size_t> StepScheduler::PickBatch() const {
     const double b = charge(running_[lead]);
     if (a < b || (a == b && running_[i].last_tick < running_[lead].last_tick)) lead = i;
   }
-  // The lead's group, in admission order, within the row budget (the lead always goes).
+  // The lead's group, in admission order, within the row budget of a call, where rows of large
+  // images count more (Job::budget_rows), so that a call costs about what a call of default-size
+  // rows does (the lead always goes).
   std::vector<size_t> batch;
   int rows = running_[lead].job->budget_rows();
   for (size_t i = 0; i < running_.size(); ++i) {

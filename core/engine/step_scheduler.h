@@ -46,8 +46,8 @@ class StepScheduler {
  public:
   struct Options {
     // UNet rows per call (guidance counts two per image), each row counted Job::row_weight times
-    // (RowWeight: rows of larger images than the model's default count more). A job larger than
-    // this runs alone.
+    // in a call (RowWeight: rows of larger images than the model's default count more; admission
+    // counts plain rows). A job larger than this runs alone.
     int max_batch_rows = 32;
     // Admit new jobs only when none runs.
     bool request_level = false;

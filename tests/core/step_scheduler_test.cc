@@ -478,11 +478,13 @@ TEST_F(StepSchedulerTest, LargeImagesTakeMoreOfTheRowBudget) {
   Build(options);
   Push("big1", 2, 2, 0, absl::InfiniteFuture(), 64);
   Push("big2", 2, 2, 0, absl::InfiniteFuture(), 64);
-  jobs_["big1"]->row_weight = 8;  // 2 rows x 8 = 16: the whole budget
+  jobs_["big1"]->row_weight = 8;  // 2 rows x 8 = 16: the whole budget of a call
   jobs_["big2"]->row_weight = 8;
   scheduler_->Tick();
-  EXPECT_EQ(started_, (Ids{"big1"}));
+  EXPECT_EQ(started_, (Ids{"big1", "big2"}));  // admission counts plain rows
   EXPECT_EQ(pipeline_.calls.back(), (Ids{"big1"}));
+  scheduler_->Tick();
+  EXPECT_EQ(pipeline_.calls.back(), (Ids{"big2"}));
 }
 
 TEST(RowWeight, IsTheImagesPixelsOverTheDefaultsRoundedUp) {
