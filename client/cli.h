@@ -87,8 +87,9 @@ std::string FormatModelsTable(const imagegen::v1::ListModelsResponse& response);
 int ExitCode(const absl::Status& status);
 
 // The bearer token in `contents`, the text of --token_file (or the value of IMAGEGEN_TOKEN): the
-// first line that is neither blank nor starts with '#', trimmed, which is the server's
-// --auth_tokens_file format, so a line of that file works as is. INVALID_ARGUMENT naming `source`
+// first line that is neither blank nor starts with '#', trimmed, as in the server's
+// --auth_tokens_file, so a plain TOKEN line of that file works as is (from a NAME:TOKEN line, the
+// client needs the TOKEN alone). INVALID_ARGUMENT naming `source`
 // (never the token) when there is none, or when it holds a character other than printable ASCII
 // without spaces (what an HTTP/2 header carries unchanged).
 absl::StatusOr<std::string> ParseBearerToken(absl::string_view contents, absl::string_view source);
