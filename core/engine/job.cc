@@ -8,6 +8,7 @@
 #include "absl/strings/str_join.h"
 #include "core/math/sampler_registry.h"
 #include "core/model/model_config.h"
+#include "core/model/tokenizer.h"
 
 namespace imagegen {
 namespace {
@@ -72,12 +73,7 @@ absl::Status CheckSamplerAndSteps(const JobRequest& r, const ModelConfig& model,
 
 }  // namespace
 
-std::string ClipForEcho(absl::string_view text) {
-  if (text.size() <= kMaxEchoBytes) return std::string(text);
-  size_t end = kMaxEchoBytes;
-  while (end > 0 && (static_cast<unsigned char>(text[end]) & 0xC0) == 0x80) --end;  // not inside a character
-  return absl::StrCat(text.substr(0, end), "...");
-}
+std::string ClipForEcho(absl::string_view text) { return ClipUtf8(text, kMaxEchoBytes); }
 
 RequestLimits ResolveLimits(const RequestLimits& server, const ModelConfig& model) {
   RequestLimits limits = server;

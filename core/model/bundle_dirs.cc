@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "core/model/tokenizer.h"
 
 namespace imagegen {
 
@@ -37,13 +38,7 @@ absl::Status CheckBundleFile(const std::filesystem::path& path) {
   return absl::OkStatus();
 }
 
-std::string QuoteBundleText(absl::string_view text) {
-  constexpr size_t kMax = 32;
-  if (text.size() <= kMax) return std::string(text);
-  size_t end = kMax;
-  while (end > 0 && (static_cast<unsigned char>(text[end]) & 0xC0) == 0x80) --end;
-  return absl::StrCat(text.substr(0, end), "...");
-}
+std::string QuoteBundleText(absl::string_view text) { return ClipUtf8(text, 32); }
 
 absl::StatusOr<std::string> ReadBundleFile(const std::filesystem::path& path) {
   if (absl::Status s = CheckBundleFile(path); !s.ok()) return s;

@@ -8,9 +8,9 @@
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
-#include "core/model/bundle_dirs.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "core/model/bundle_dirs.h"
 #include "core/model/clip_tokenizer.h"
 #include "core/model/model_config.h"
 
@@ -145,6 +145,13 @@ std::vector<std::string> TokenizerWarnings(const TokenizedText& text, absl::stri
                                     text.truncated_tokens, " ignored"));
   }
   return warnings;
+}
+
+std::string ClipUtf8(absl::string_view text, size_t max_bytes) {
+  if (text.size() <= max_bytes) return std::string(text);
+  size_t end = max_bytes;
+  while (end > 0 && (static_cast<unsigned char>(text[end]) & 0xC0) == 0x80) --end;  // not inside a character
+  return absl::StrCat(text.substr(0, end), "...");
 }
 
 }  // namespace imagegen

@@ -72,6 +72,10 @@ class WordTokenizer : public Tokenizer {
   int max_length_;
 };
 
+// At most `max_bytes` of `text`, cut at a UTF-8 character boundary, with "..." when cut: what an
+// error or log may quote of a client's or a file's text (ClipForEcho, QuoteBundleText).
+std::string ClipUtf8(absl::string_view text, size_t max_bytes);
+
 }  // namespace imagegen
 
 #endif  // IMAGEGEN_CORE_MODEL_TOKENIZER_H_
